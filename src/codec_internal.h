@@ -1,0 +1,86 @@
+/*-------------------------------------------------------------------------
+ *
+ * codec_internal.h
+ *	  Declarations shared by codec.c and codec_json.c only.
+ *
+ * codec.c owns the entry-level rules (size, encoding choice, the field
+ * rules of SPEC §1 in table order, the message catalogue, dead-letter
+ * rendering); codec_json.c owns the single pass of PostgreSQL's JSON parser
+ * over a payload or a flat "attributes" text, which collects the top-level
+ * values and builds the attributes jsonb as it goes.  Nothing here is for
+ * the other modules: they use processor.h.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CODEC_INTERNAL_H
+#define CODEC_INTERNAL_H
+
+#include "processor.h"
+
+/* The keys of SPEC §1, in table order: the order rules are checked in. */
+typedef enum CodecKey
+{
+	CODEC_KEY_DEVICE_ID = 0,
+	CODEC_KEY_TS,
+	CODEC_KEY_LAT,
+	CODEC_KEY_LON,
+	CODEC_KEY_ALTITUDE,
+	CODEC_KEY_SPEED,
+	CODEC_KEY_HEADING,
+	CODEC_KEY_SATELLITES,
+	CODEC_KEY_PRIORITY,
+	CODEC_KEY_ATTRIBUTES,
+	CODEC_NKEYS
+} CodecKey;
+
+/* What a top-level value is, in either encoding. */
+typedef enum CodecValueKind
+{
+	CODEC_ABSENT = 0,			/* missing, JSON null, or empty flat value */
+	CODEC_TEXT,					/* flat encoding: the field's text */
+	CODEC_STRING,				/* JSON string (text is de-escaped) */
+	CODEC_NUMBER,				/* JSON number (text is the token) */
+	CODEC_BOOL,					/* JSON true or false */
+	CODEC_OBJECT,				/* JSON object */
+	CODEC_ARRAY					/* JSON array */
+} CodecValueKind;
+
+/*
+ * One top-level value.  text/len is what the rules read (NUL-terminated;
+ * for CODEC_TEXT it may hold NUL bytes, len is authoritative); raw/rawlen
+ * is the value as it appeared on the wire, echoed (cut) in messages.
+ */
+typedef struct CodecValue
+{
+	CodecValueKind kind;
+	const char *text;
+	int			len;
+	const char *raw;
+	int			rawlen;
+} CodecValue;
+
+/* The values of one entry, and for JSON the attributes built while parsing. */
+typedef struct CodecDocument
+{
+	CodecValue	values[CODEC_NKEYS];
+	Jsonb	   *attributes;		/* JSON: built object, when it is one */
+	char	   *attributes_error;	/* JSON: why the object was refused */
+} CodecDocument;
+
+/* Names of the keys, indexed by CodecKey. */
+extern const char *const codec_key_names[CODEC_NKEYS];
+
+/* codec.c */
+extern int	codec_key_lookup(const char *name, int len);
+extern int	codec_find_duplicate(char **names, const int *lens, int n);
+extern char *codec_echo(const char *value, int len);
+extern char *codec_escape(const char *value, int len, int limit, int *outlen,
+						  bool *cut);
+
+/* codec_json.c */
+extern bool codec_json_parse_payload(const char *json, int len,
+									 CodecDocument *doc, char **error);
+extern bool codec_json_parse_attributes(const char *json, int len,
+										Jsonb **attributes, char **error);
+
+#endif							/* CODEC_INTERNAL_H */
