@@ -13,12 +13,15 @@
 #   make tapcheck        the TAP tests in test/t/ (extension installed,
 #                        redis-server on PATH)
 #   make demo            scripts/demo.sh
+#   make bench           bench/bench.sh: drain rate, in-database ceiling,
+#                        latency and CPU per entry on a throwaway setup (root)
 
 MODULE_big = processor
 OBJS = \
 	src/processor.o \
 	src/worker.o \
 	src/redis.o \
+	src/stream.o \
 	src/codec.o \
 	src/codec_json.o \
 	src/state.o \
@@ -26,13 +29,14 @@ OBJS = \
 	src/tables.o \
 	src/writer.o \
 	src/funcs.o \
-	src/funcs_monitor.o
+	src/funcs_monitor.o \
+	src/replay.o
 PGFILEDESC = "processor - Redis Stream consumer for GPS positions"
 
 EXTENSION = processor
 DATA = sql/processor--1.0.sql
 # PGXS's clean already removes results/, regression.*, tmp_check/, log/.
-EXTRA_CLEAN = tmp_check_regress
+EXTRA_CLEAN = tmp_check_regress bench/loadgen
 
 # pg_regress tests: sql/NAME.sql, expected/NAME.out, run in this order in
 # one database (contrib_regression).  The first creates the extension; the
@@ -56,8 +60,12 @@ SHLIB_LINK += -lhiredis
 PG_CPPFLAGS += -Wextra -Wno-unused-parameter
 
 PG_CONFIG ?= pg_config
+# PGXS's Makefile.global empties PROVE_FLAGS; keep one from the environment
+# (PROVE_FLAGS=--verbose make test), as one from the command line is kept.
+processor_prove_flags := $(PROVE_FLAGS)
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+PROVE_FLAGS := $(processor_prove_flags)
 
 # ---------------------------------------------------------------------------
 # Tests beyond PGXS's installcheck.  Both run against the *installed*
@@ -69,10 +77,11 @@ include $(PGXS)
 # with the worker paused (see the file).
 REGRESS_TEMP_CONFIG = test/regress.conf
 
-# TAP tests: test/t/NNN_name.pl, sequential.  On the command line,
-# PROVE_TESTS picks some (make tapcheck PROVE_TESTS=test/t/001_smoke.pl) and
-# PROVE_FLAGS adds prove options (PROVE_FLAGS=--verbose).
-PROVE_TESTS = test/t/*.pl
+# TAP tests: test/t/NNN_name.pl, sequential.  PROVE_TESTS picks some
+# (make tapcheck PROVE_TESTS=test/t/001_smoke.pl) and PROVE_FLAGS adds prove
+# options (PROVE_FLAGS=--verbose), on the command line or in the
+# environment, for make test too.
+PROVE_TESTS ?= test/t/*.pl
 
 .PHONY: test regresscheck tapcheck demo
 
@@ -112,3 +121,13 @@ tapcheck:
 
 demo:
 	bash scripts/demo.sh
+
+# The benchmark (SPEC §8; root on Debian 12, like make test) and its load
+# generator.  .PHONY: the directory bench/ would otherwise be up to date.
+.PHONY: bench
+
+bench:
+	bash bench/bench.sh
+
+bench/loadgen: bench/loadgen.c
+	$(CC) -O2 -Wall -Wextra -o $@ $< -lhiredis -lm

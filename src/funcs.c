@@ -4,9 +4,10 @@
  *	  The SQL-callable functions of the processor extension (SPEC §6).
  *
  * This file owns the SQL-callable functions of the extension: decoding
- * (processor.decode) here, and others as they are added (replay of dead
- * letters, ...); the views on shared memory -- devices, stats -- live in
- * funcs_monitor.c.  C symbols carry the SQL interface version they
+ * (processor.decode) here, and others as they are added; the views on
+ * shared memory -- devices, stats -- live in funcs_monitor.c, and
+ * processor.replay_dead_letters() in replay.c (which reads dead letters
+ * with funcs_entry_from_jsonb from here).  C symbols carry the SQL interface version they
  * implement (processor_decode_payload_1_0), so that a newer library keeps
  * serving an older installed script until ALTER EXTENSION processor
  * UPDATE.
@@ -148,6 +149,53 @@ jsonb_value_as_field(JsonbValue *v)
 }
 
 /*
+ * funcs_entry_from_jsonb
+ *		Fill *entry from an object of field -> value, as processor.decode(jsonb)
+ *		and processor.replay_dead_letters() read one (the dead-letter table's
+ *		fields column has that shape).
+ *
+ * The id is set to "".  Names and values are palloc'd in the current memory
+ * context.  Anything but an object gives an entry without fields, which the
+ * codec finds invalid.
+ */
+void
+funcs_entry_from_jsonb(Jsonb *fields, StreamEntry *entry)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken r;
+	int			n;
+
+	memset(entry, 0, sizeof(*entry));
+	entry->id = "";
+	n = JB_ROOT_IS_OBJECT(fields) ? JB_ROOT_COUNT(fields) : 0;
+	entry->names = palloc(sizeof(char *) * Max(n, 1));
+	entry->name_lens = palloc(sizeof(int) * Max(n, 1));
+	entry->values = palloc(sizeof(char *) * Max(n, 1));
+	entry->value_lens = palloc(sizeof(int) * Max(n, 1));
+	if (n == 0)
+		return;
+
+	it = JsonbIteratorInit(&fields->root);
+	while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		int			i = entry->nfields;
+
+		if (r == WJB_KEY)
+		{
+			entry->names[i] = pnstrdup(v.val.string.val, v.val.string.len);
+			entry->name_lens[i] = v.val.string.len;
+		}
+		else if (r == WJB_VALUE)
+		{
+			entry->values[i] = jsonb_value_as_field(&v);
+			entry->value_lens[i] = strlen(entry->values[i]);
+			entry->nfields++;
+		}
+	}
+}
+
+/*
  * processor.decode(fields jsonb): decode an entry given as an object of
  * field -> value (either encoding: {"payload": "..."} or the flat fields).
  */
@@ -156,10 +204,6 @@ processor_decode_fields_1_0(PG_FUNCTION_ARGS)
 {
 	Jsonb	   *fields = PG_GETARG_JSONB_P(0);
 	StreamEntry entry;
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbIteratorToken r;
-	int			n;
 
 	require_utf8_database();
 	if (!JB_ROOT_IS_OBJECT(fields))
@@ -168,30 +212,6 @@ processor_decode_fields_1_0(PG_FUNCTION_ARGS)
 				 errmsg("processor.decode(jsonb) expects a JSON object"),
 				 errdetail("The object's keys are the entry's field names and its values their values.")));
 
-	memset(&entry, 0, sizeof(entry));
-	entry.id = "";
-	n = JB_ROOT_COUNT(fields);
-	entry.names = palloc(sizeof(char *) * Max(n, 1));
-	entry.name_lens = palloc(sizeof(int) * Max(n, 1));
-	entry.values = palloc(sizeof(char *) * Max(n, 1));
-	entry.value_lens = palloc(sizeof(int) * Max(n, 1));
-
-	it = JsonbIteratorInit(&fields->root);
-	while ((r = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		int			i = entry.nfields;
-
-		if (r == WJB_KEY)
-		{
-			entry.names[i] = pnstrdup(v.val.string.val, v.val.string.len);
-			entry.name_lens[i] = v.val.string.len;
-		}
-		else if (r == WJB_VALUE)
-		{
-			entry.values[i] = jsonb_value_as_field(&v);
-			entry.value_lens[i] = strlen(entry.values[i]);
-			entry.nfields++;
-		}
-	}
+	funcs_entry_from_jsonb(fields, &entry);
 	return decode_entry_as_row(fcinfo, &entry);
 }

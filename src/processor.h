@@ -102,7 +102,11 @@ typedef struct StreamEntry
 	char	  **values;
 	int		   *value_lens;
 	int64		deliveries;		/* from XPENDING; 0 = not known (new entry) */
+	const char *error;			/* set: dead-letter with this, undecoded */
 } StreamEntry;
+
+/* Room for a stream entry id: two 20-digit numbers, a dash, a NUL. */
+#define STREAM_ID_BUFLEN	48
 
 /* One decoded, valid position: the row the worker inserts. */
 typedef struct Position
@@ -160,15 +164,16 @@ typedef struct RedisConn RedisConn;
 /*
  * Outcome of a Redis operation; the message is in redis_last_error().
  *
- * After REDIS_FAILED, REDIS_REPLY_TOO_LARGE and REDIS_INTERRUPTED the
- * connection has been dropped: every further call on it fails with
+ * After REDIS_FAILED and REDIS_REPLY_TOO_LARGE the connection has been
+ * dropped: every further call on it fails with
  * REDIS_FAILED, and the caller must redis_disconnect() it and connect again.
  * After REDIS_NOGROUP and REDIS_ERROR_REPLY it is still usable.
  *
- * A SIGHUP that arrives while a call waits (ConfigReloadPending becoming
- * true during the call) ends the call within the 100 ms of SPEC §3 with
- * REDIS_INTERRUPTED, since a pending reply can no longer be matched to its
- * command.  A SIGHUP that was already pending when the call began does not.
+ * A SIGHUP that arrives while a blocking read waits for its reply ends the
+ * call within the 100 ms of SPEC §3 with REDIS_INTERRUPTED; the reply can
+ * then be collected with redis_read_group_resume (or the connection
+ * dropped).  Immediate commands (XACK and the like) are waited for; a
+ * SIGHUP during a connect makes it fail.
  *
  * Note: hiredis #defines REDIS_OK as 0 too.  Only redis.c includes hiredis,
  * after this header; never include hiredis before it.
@@ -182,7 +187,7 @@ typedef enum RedisResult
 								 * ...); connection still usable */
 	REDIS_REPLY_TOO_LARGE,		/* reply over the max_reply_bytes limit;
 								 * connection dropped */
-	REDIS_INTERRUPTED			/* SIGHUP during the wait; connection dropped */
+	REDIS_INTERRUPTED			/* SIGHUP during a blocking read; resumable */
 } RedisResult;
 
 /* A palloc'd copy of any reply, for redis_command_argv(). */
@@ -230,6 +235,9 @@ extern const char *redis_last_error(RedisConn *conn);	/* until next call */
  */
 extern void redis_set_max_reply_bytes(RedisConn *conn, int64 max_bytes);
 
+/* Set the reply timeout (ms, <= 0: none); returns the previous one. */
+extern int	redis_set_reply_timeout(RedisConn *conn, int timeout_ms);
+
 /*
  * Any command as an argument vector (argvlen NULL: strlen of each), which
  * may block up to block_ms in Redis (0 for an immediate command).  On
@@ -259,10 +267,44 @@ extern RedisResult redis_read_group(RedisConn *conn, const char *stream,
 									int count, int block_ms, const char *start,
 									StreamEntry **entries, int *nentries);
 
+/*
+ * After redis_read_group returned REDIS_INTERRUPTED (a reload during its
+ * BLOCK), collect its reply; the connection stays usable.  Any other call
+ * on the connection instead drops it.
+ */
+extern RedisResult redis_read_group_resume(RedisConn *conn,
+										   StreamEntry **entries,
+										   int *nentries);
+
 /* XACK stream group id...; *acked gets the number Redis acknowledged. */
 extern RedisResult redis_ack(RedisConn *conn, const char *stream,
 							 const char *group, char **ids, int nids,
 							 int64 *acked);
+
+/* ----------------------------------------------------------------
+ * stream.c: consumer-group bookkeeping (rare path)
+ * ----------------------------------------------------------------
+ */
+extern RedisResult stream_delivery_counts(RedisConn *conn, const char *stream,
+										  const char *group,
+										  const char *consumer,
+										  StreamEntry *entries, int n);
+extern RedisResult stream_autoclaim(RedisConn *conn, const char *stream,
+									const char *group, const char *consumer,
+									int min_idle_ms, char *cursor, int count,
+									StreamEntry **entries, int *nentries,
+									char ***deleted, int *ndeleted);
+extern RedisResult stream_touch(RedisConn *conn, const char *stream,
+								const char *group, const char *consumer,
+								char **ids, int nids);
+extern RedisResult stream_first_pending(RedisConn *conn, const char *stream,
+										const char *group,
+										const char *consumer,
+										const char *after, char **id);
+extern RedisResult stream_group_info(RedisConn *conn, const char *stream,
+									 const char *group, const char *consumer,
+									 int64 *lag, int64 *group_pending,
+									 int64 *pending);
 
 /* ----------------------------------------------------------------
  * tables.c
@@ -298,17 +340,45 @@ typedef struct WriteResult
 } WriteResult;
 
 /*
- * Insert positions (with their entry ids as stream_id) and dead letters.
- * Must be called inside a transaction with SPI connected and a snapshot
- * pushed; raises an ERROR on any database error (the caller rolls back).
+ * Insert positions (entries[i] is the entry positions[i] came from; its id
+ * is the stream_id) and dead letters.  A position refused by a row-level
+ * database error (SQLSTATE class 22 or 23, or raised by a trigger) is
+ * dead-lettered with the database's message and counted in dead_lettered;
+ * the others are inserted (SPEC §4).  Inserts run as the table's owner when
+ * the current user is a superuser and the owner is not (SPEC §9).  Must be
+ * called inside a transaction with SPI connected and a snapshot pushed;
+ * raises an ERROR on a batch-level database error (the caller rolls back).
  */
 extern void writer_insert_batch(const Position *positions,
-								const char *const *stream_ids, int npositions,
+								const StreamEntry *const *entries,
+								int npositions,
 								const DeadLetter *dead, int ndead,
 								const char *stream, WriteResult *result);
 
+/*
+ * The positions part of writer_insert_batch alone: returns the number of
+ * rows inserted; the positions refused by a row-level error come back as
+ * *nrefused dead letters in *refused (palloc'd; not inserted anywhere).
+ */
+extern int64 writer_insert_positions(const Position *positions,
+									 const StreamEntry *const *entries,
+									 int n, DeadLetter **refused,
+									 int *nrefused);
+
 /* Forget prepared plans (after the table GUCs change). */
 extern void writer_reset_plans(void);
+
+/* ----------------------------------------------------------------
+ * funcs.c
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * Fill *entry (id "") from a jsonb object of field -> value: the shape of
+ * processor.decode(jsonb)'s argument and of the dead-letter table's fields.
+ * Palloc'd in the current memory context; never raises for any object.
+ */
+extern void funcs_entry_from_jsonb(Jsonb *fields, StreamEntry *entry);
 
 /* ----------------------------------------------------------------
  * state.c: device table in shared memory (SPEC §5), and the one

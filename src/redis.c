@@ -59,6 +59,8 @@ typedef enum RedisConnState
 {
 	RCONN_IDLE,					/* ready for a command */
 	RCONN_BUSY,					/* a command (or the handshake) is out */
+	RCONN_AWAITING,				/* a reload interrupted the wait for a
+								 * blocking read's reply; resumable */
 	RCONN_BROKEN				/* dropped; only redis_disconnect is useful */
 } RedisConnState;
 
@@ -87,6 +89,9 @@ struct RedisConn
 };
 
 static void redis_set_error(RedisConn *conn, const char *fmt,...) pg_attribute_printf(2, 3);
+static RedisResult redis_read_group_reply(RedisConn *conn, redisReply *reply,
+										  StreamEntry **entries,
+										  int *nentries);
 
 /*
  * Store a message for redis_last_error().  Never throws.
@@ -253,7 +258,14 @@ redis_receive(RedisConn *conn, redisReply **reply)
 			return REDIS_OK;
 		}
 
-		if ((wait = redis_wait(conn, WL_SOCKET_READABLE)) != RWAIT_READY)
+		if ((wait = redis_wait(conn, WL_SOCKET_READABLE)) == RWAIT_RELOAD)
+		{
+			/* the command is out whole: its reply can still be collected */
+			redis_set_error(conn, "interrupted by a configuration reload");
+			conn->state = RCONN_AWAITING;
+			return REDIS_INTERRUPTED;
+		}
+		if (wait != RWAIT_READY)
 			return redis_wait_failed(conn, wait);
 
 		before = ctx->reader->len;
@@ -316,6 +328,12 @@ redis_call(RedisConn *conn, int argc, const char **argv,
 	if (conn->state == RCONN_BUSY)
 	{
 		redis_set_error(conn, "connection to Redis left in an unknown state by an interrupted command");
+		redis_drop(conn);
+		return REDIS_FAILED;
+	}
+	if (conn->state == RCONN_AWAITING)
+	{
+		redis_set_error(conn, "connection to Redis dropped: an interrupted reply was abandoned");
 		redis_drop(conn);
 		return REDIS_FAILED;
 	}
@@ -605,6 +623,19 @@ redis_set_max_reply_bytes(RedisConn *conn, int64 max_bytes)
 }
 
 /*
+ * Change how long a reply may take beyond its BLOCK time; returns the old
+ * value, so that a caller can shorten it for one command.
+ */
+int
+redis_set_reply_timeout(RedisConn *conn, int timeout_ms)
+{
+	int			old = conn->reply_timeout_ms;
+
+	conn->reply_timeout_ms = timeout_ms;
+	return old;
+}
+
+/*
  * XGROUP CREATE stream group start_id MKSTREAM.  An existing group
  * (BUSYGROUP) is success; any other error reply is REDIS_ERROR_REPLY.
  */
@@ -731,6 +762,7 @@ redis_copy_entry(const redisReply *src, StreamEntry *dst)
 	cursor = MemoryContextAllocHuge(CurrentMemoryContext, total);
 	dst->id = redis_take_string(&cursor, id->str, id->len);
 	dst->deliveries = 0;
+	dst->error = NULL;
 	if (n == 0)
 	{
 		dst->nfields = -1;
@@ -775,7 +807,6 @@ redis_read_group(RedisConn *conn, const char *stream, const char *group,
 	char		countbuf[16];
 	char		blockbuf[16];
 	redisReply *reply;
-	const redisReply *list;
 	RedisResult result;
 
 	*entries = NULL;
@@ -801,6 +832,49 @@ redis_read_group(RedisConn *conn, const char *stream, const char *group,
 	result = redis_call(conn, argc, argv, NULL, block_ms, &reply);
 	if (result != REDIS_OK)
 		return result;
+	return redis_read_group_reply(conn, reply, entries, nentries);
+}
+
+/*
+ * redis_read_group_resume
+ *		Go on waiting for the reply of a read that returned
+ *		REDIS_INTERRUPTED, within its original deadline, and return it as
+ *		redis_read_group would.  A further reload interrupts it again.
+ */
+RedisResult
+redis_read_group_resume(RedisConn *conn, StreamEntry **entries,
+						int *nentries)
+{
+	redisReply *reply;
+	RedisResult result;
+
+	*entries = NULL;
+	*nentries = 0;
+	if (conn == NULL || conn->state != RCONN_AWAITING)
+	{
+		if (conn)
+			redis_drop(conn);
+		return REDIS_FAILED;
+	}
+	conn->state = RCONN_BUSY;
+	conn->reload_was_pending = ConfigReloadPending;
+	result = redis_receive(conn, &reply);
+	if (result != REDIS_OK)
+		return result;
+	conn->state = RCONN_IDLE;
+	return redis_read_group_reply(conn, reply, entries, nentries);
+}
+
+/*
+ * Turn an XREADGROUP reply into palloc'd entries, freeing the reply on
+ * every path.
+ */
+static RedisResult
+redis_read_group_reply(RedisConn *conn, redisReply *reply,
+					   StreamEntry **entries, int *nentries)
+{
+	const redisReply *list;
+
 	if (reply->type == REDIS_REPLY_ERROR)
 		return redis_error_reply(conn, reply);
 	if (reply->type == REDIS_REPLY_NIL)

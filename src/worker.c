@@ -48,6 +48,7 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/ps_status.h"
 #include "utils/snapmgr.h"
@@ -58,8 +59,11 @@
 /* How often a worker waiting for CREATE EXTENSION or paused looks again. */
 #define WAIT_POLL_MS		1000
 
-/* Longest stream entry id: two 20-digit numbers and a dash. */
-#define STREAM_ID_MAXLEN	48
+/* Longest wait for an XACK reply, while interrupts are held. */
+#define ACK_TIMEOUT_MS		1000
+
+/* Invalid entries parked (dead_letter = off) that we keep fresh, at most. */
+#define PARKED_MAX			10000
 
 /* A batch read from Redis, kept until its outcome is acknowledged. */
 typedef struct Batch
@@ -73,12 +77,14 @@ typedef struct Batch
 	int			nentries;
 	Position   *positions;
 	const char **position_ids;
+	const StreamEntry **position_entries;	/* the entry of each position */
 	int			npositions;
 	DeadLetter *dead;
 	int			ndead;
 	char	  **ack_ids;		/* ids whose outcome the commit holds */
 	int			nack;
 	WriteResult result;
+	TimestampTz touched_at;		/* read or last XCLAIM ... JUSTID */
 } Batch;
 
 /* Everything one worker remembers between steps. */
@@ -94,7 +100,7 @@ typedef struct Worker
 	bool		group_ready;
 	bool		group_from_zero;	/* re-create the group at 0 (NOGROUP) */
 	bool		history;		/* reading our own pending entries */
-	char		cursor[STREAM_ID_MAXLEN];
+	char		cursor[STREAM_ID_BUFLEN];
 
 	/* what we consume; changes only when a switch has drained the old */
 	char	   *stream;
@@ -107,12 +113,23 @@ typedef struct Worker
 	bool		tables_ready;
 	bool		announced_ready;
 	bool		ever_connected;	/* a later connect is a reconnect */
+	int			read_count;		/* COUNT of new reads; halved on oversize */
+	bool		oversized_pending;	/* history's next entry is too large */
+	char		claim_cursor[STREAM_ID_BUFLEN];	/* XAUTOCLAIM scan position */
+	TimestampTz last_claim;		/* when the last claim scan ended */
+	HTAB	   *parked;			/* ids of invalid entries left pending */
+	TimestampTz parked_touched_at;
 	TimestampTz last_group_poll;	/* last XINFO for lag and pending */
 	int			backoff_ms;
 	char		last_error[256];
 } Worker;
 
 static Worker worker;
+
+static void park_entry(Worker *w, const StreamEntry *e, const char *error);
+static void forget_parked(Worker *w);
+static void keep_ownership(Worker *w);
+static long touch_interval_ms(void);
 
 /* ----------------------------------------------------------------
  * Small helpers: waiting, backoff, names
@@ -165,6 +182,31 @@ advance_backoff(Worker *w)
 }
 
 /*
+ * Wait out the current backoff delay.  While we hold entries, wake up in
+ * time to keep them ours (keep_ownership) even if the delay is longer.
+ */
+static void
+backoff_wait(Worker *w)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													w->backoff_ms);
+
+	stats_set_status(WORKER_STATUS_BACKOFF);
+	for (;;)
+	{
+		long		ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+														 until);
+
+		if (ms <= 0 || ConfigReloadPending)
+			break;
+		if (processor_claim_min_idle > 0 && (w->batch.present || w->parked))
+			ms = Min(ms, touch_interval_ms());
+		wait_ms(ms);
+		keep_ownership(w);
+	}
+}
+
+/*
  * One failed step: log the reason and wait out the next backoff delay.
  */
 static void
@@ -172,8 +214,7 @@ fail_and_backoff(Worker *w, const char *msg)
 {
 	advance_backoff(w);
 	note_failure(w, msg);
-	stats_set_status(WORKER_STATUS_BACKOFF);
-	wait_ms(w->backoff_ms);
+	backoff_wait(w);
 }
 
 /*
@@ -298,10 +339,15 @@ connect_redis(Worker *w)
 	}
 	if (w->redis == NULL)
 	{
-		fail_and_backoff(w, error ? error : "could not connect to Redis");
+		/* a reload cut the attempt short: serve it and try again at once */
+		if (!ConfigReloadPending)
+			fail_and_backoff(w, error ? error : "could not connect to Redis");
 		return false;
 	}
 
+	redis_set_max_reply_bytes(w->redis, processor_max_reply_bytes);
+	w->read_count = processor_batch_size;
+	strlcpy(w->claim_cursor, "0-0", sizeof(w->claim_cursor));
 	set_top_string(&w->redis_key, redis_settings_key());
 	stats_set_redis_connected(true);
 	if (w->ever_connected)
@@ -415,6 +461,7 @@ apply_switch(Worker *w)
 	stats_set_consumer(consumer);
 	w->switch_pending = false;
 	w->group_ready = false;
+	forget_parked(w);
 	w->history = true;
 	strlcpy(w->cursor, "0", sizeof(w->cursor));
 }
@@ -452,6 +499,14 @@ reload_config(Worker *w)
 		strlcpy(w->cursor, "0", sizeof(w->cursor));
 		if (w->redis == NULL)
 			apply_switch(w);
+	}
+
+	/* dead letters on again: history hands the parked entries over */
+	if (processor_dead_letter && w->parked)
+	{
+		forget_parked(w);
+		w->history = true;
+		strlcpy(w->cursor, "0", sizeof(w->cursor));
 	}
 
 	/* the table GUCs may name other tables now; the spec re-checks anyway */
@@ -595,6 +650,23 @@ ensure_durable_commit(void)
  */
 
 /*
+ * Has a redelivered entry used up processor.max_deliveries?  Counts are
+ * known only for entries read from history or claimed (SPEC §4).
+ */
+static bool
+too_many_deliveries(const StreamEntry *e)
+{
+	return e->deliveries > processor_max_deliveries;
+}
+
+static char *
+delivery_error(const StreamEntry *e)
+{
+	return psprintf("delivered " INT64_FORMAT " times (max %d)",
+					e->deliveries, processor_max_deliveries);
+}
+
+/*
  * Decode every entry of the batch into positions and dead letters, and
  * list the ids to acknowledge once the batch commits.  Done once per batch,
  * outside the transaction: decoding needs no catalog access.
@@ -606,6 +678,7 @@ decode_batch(Worker *w, Batch *b)
 
 	b->positions = palloc(sizeof(Position) * Max(b->nentries, 1));
 	b->position_ids = palloc(sizeof(char *) * Max(b->nentries, 1));
+	b->position_entries = palloc(sizeof(StreamEntry *) * Max(b->nentries, 1));
 	b->dead = palloc(sizeof(DeadLetter) * Max(b->nentries, 1));
 	b->ack_ids = palloc(sizeof(char *) * Max(b->nentries, 1));
 	b->npositions = b->ndead = b->nack = 0;
@@ -616,16 +689,25 @@ decode_batch(Worker *w, Batch *b)
 		char	   *error = NULL;
 
 		if (e->nfields < 0)
-			error = pstrdup("entry no longer in stream");
+			error = pstrdup(e->error ? e->error : "entry no longer in stream");
+		else if (too_many_deliveries(e) && processor_dead_letter)
+			error = delivery_error(e);
 		else if (codec_decode_entry(e, processor_max_entry_bytes,
 									&b->positions[b->npositions], &error))
 		{
-			b->position_ids[b->npositions++] = e->id;
-			b->ack_ids[b->nack++] = e->id;
-			continue;
+			/* with dead_letter off, only a valid entry is dead-lettered */
+			if (too_many_deliveries(e))
+				error = delivery_error(e);
+			else
+			{
+				b->position_entries[b->npositions] = e;
+				b->position_ids[b->npositions++] = e->id;
+				b->ack_ids[b->nack++] = e->id;
+				continue;
+			}
 		}
 
-		if (processor_dead_letter || e->nfields < 0)
+		if (processor_dead_letter || e->nfields < 0 || too_many_deliveries(e))
 		{
 			b->dead[b->ndead].entry = e;
 			b->dead[b->ndead].error = error;
@@ -634,9 +716,7 @@ decode_batch(Worker *w, Batch *b)
 			b->ack_ids[b->nack++] = e->id;
 		}
 		else
-			ereport(LOG,
-					(errmsg("processor worker %d: invalid entry %s left pending: %s",
-							w->number, e->id, error)));
+			park_entry(w, e, error);
 	}
 	b->decoded = true;
 }
@@ -667,10 +747,19 @@ send_ack(Worker *w)
 
 	if (b->nack > 0)
 	{
+		/*
+		 * Interrupts may be held (from COMMIT): give the reply at most a
+		 * second (SPEC §3); a late one only means redeliveries.
+		 */
+		int			timeout = redis_set_reply_timeout(w->redis,
+													  Min(processor_redis_timeout,
+														  ACK_TIMEOUT_MS));
+
 		w->in_redis = true;
 		rc = redis_ack(w->redis, b->stream, b->group, b->ack_ids, b->nack,
 					   &acked);
 		w->in_redis = false;
+		redis_set_reply_timeout(w->redis, timeout);
 	}
 	if (rc != REDIS_OK && rc != REDIS_NOGROUP)
 		return rc;
@@ -712,7 +801,7 @@ commit_batch(Worker *w, Batch *b)
 		return false;
 	}
 	ensure_durable_commit();
-	writer_insert_batch(b->positions, b->position_ids, b->npositions,
+	writer_insert_batch(b->positions, b->position_entries, b->npositions,
 						b->dead, b->ndead, b->stream, &b->result);
 	SPI_finish();
 	PopActiveSnapshot();
@@ -767,60 +856,400 @@ process_batch(Worker *w)
 		redis_failed(w, rc, "XACK");
 }
 
+/* ----------------------------------------------------------------
+ * Reading: new entries, history, claims, oversized replies
+ * ----------------------------------------------------------------
+ */
+
 /*
- * Read the next batch: this consumer's history first, then new entries
- * (blocking up to processor.block_time).
+ * Make entries (palloc'd in batch_cxt) the batch in memory.
  */
 static void
-read_batch(Worker *w)
+set_batch(Worker *w, StreamEntry *entries, int n)
 {
 	Batch	   *b = &w->batch;
-	MemoryContext old;
-	RedisResult rc;
-	StreamEntry *entries = NULL;
-	int			n = 0;
-
-	if (!w->history && w->switch_pending)
-	{
-		apply_switch(w);
-		return;
-	}
-
-	old = MemoryContextSwitchTo(w->batch_cxt);
-	w->in_redis = true;
-	rc = redis_read_group(w->redis, w->stream, w->group, w->consumer,
-						  processor_batch_size,
-						  w->history ? -1 : processor_block_time,
-						  w->history ? w->cursor : ">", &entries, &n);
-	w->in_redis = false;
-	MemoryContextSwitchTo(old);
-
-	if (rc != REDIS_OK)
-	{
-		drop_batch(w);
-		if (w->switch_pending)
-			apply_switch(w);	/* best effort only */
-		redis_failed(w, rc, "XREADGROUP");
-		return;
-	}
-	w->backoff_ms = 0;
-	stats_add_read(n);
-
-	if (w->history)
-	{
-		if (n == 0)
-			w->history = false;
-		else
-			strlcpy(w->cursor, entries[n - 1].id, sizeof(w->cursor));
-	}
-	if (n == 0)
-		return;
 
 	b->present = true;
 	b->entries = entries;
 	b->nentries = n;
 	b->stream = MemoryContextStrdup(w->batch_cxt, w->stream);
 	b->group = MemoryContextStrdup(w->batch_cxt, w->group);
+	b->touched_at = GetCurrentTimestamp();
+}
+
+/*
+ * A reply was larger than processor.max_reply_bytes and the connection is
+ * gone.  New reads halve their COUNT; in history (COUNT 1 already) the
+ * entry itself is too large and is dead-lettered by id after the
+ * reconnect.
+ */
+static void
+reply_too_large(Worker *w)
+{
+	if (w->history)
+		w->oversized_pending = true;
+	else
+		w->read_count = Max(w->read_count / 2, 1);
+	disconnect_redis(w);
+	fail_and_backoff(w, psprintf("reply larger than processor.max_reply_bytes (%d bytes); reading %d entries at a time",
+								 processor_max_reply_bytes,
+								 w->history ? 1 : w->read_count));
+}
+
+/*
+ * XREADGROUP into batch_cxt.  Returns false after a failure (handled).
+ */
+static bool
+read_entries(Worker *w, int count, int block_ms, const char *start,
+			 StreamEntry **entries, int *n)
+{
+	MemoryContext old;
+	RedisResult rc;
+
+	old = MemoryContextSwitchTo(w->batch_cxt);
+	w->in_redis = true;
+	rc = redis_read_group(w->redis, w->stream, w->group, w->consumer,
+						  count, block_ms, start, entries, n);
+	while (rc == REDIS_INTERRUPTED)
+	{
+		/*
+		 * A reload during BLOCK: serve it now (SPEC §3: within 100 ms),
+		 * then collect the reply unless the reload dropped the connection.
+		 */
+		MemoryContextSwitchTo(old);
+		reload_config(w);
+		if (w->redis != NULL && w->switch_pending)
+		{
+			/* do not sit out a BLOCK on a stream we are leaving */
+			disconnect_redis(w);
+		}
+		if (w->redis == NULL)
+		{
+			drop_batch(w);
+			return false;
+		}
+		MemoryContextSwitchTo(w->batch_cxt);
+		rc = redis_read_group_resume(w->redis, entries, n);
+	}
+	w->in_redis = false;
+	MemoryContextSwitchTo(old);
+
+	if (rc == REDIS_OK)
+	{
+		stats_add_read(*n);
+		return true;
+	}
+	drop_batch(w);
+	if (rc == REDIS_REPLY_TOO_LARGE)
+		reply_too_large(w);
+	else
+	{
+		if (w->switch_pending)
+			apply_switch(w);	/* draining the old stream is best effort */
+		redis_failed(w, rc, "XREADGROUP");
+	}
+	return false;
+}
+
+/*
+ * Fetch delivery counts for entries read from history or claimed.
+ * Returns false after a failure (handled; the batch is dropped, and its
+ * entries come back from history).
+ */
+static bool
+fetch_delivery_counts(Worker *w, StreamEntry *entries, int n)
+{
+	MemoryContext old;
+	RedisResult rc;
+
+	old = MemoryContextSwitchTo(w->batch_cxt);
+	w->in_redis = true;
+	rc = stream_delivery_counts(w->redis, w->stream, w->group, w->consumer,
+								entries, n);
+	w->in_redis = false;
+	MemoryContextSwitchTo(old);
+	if (rc == REDIS_OK)
+		return true;
+	drop_batch(w);
+	redis_failed(w, rc, "XPENDING");
+	return false;
+}
+
+/*
+ * Read this consumer's next pending entry.  One at a time: every entry
+ * here has been delivered before (SPEC §4, poison by crash), so each gets a
+ * transaction of its own and cannot take batch-mates down with it.
+ */
+static void
+read_history(Worker *w)
+{
+	StreamEntry *entries;
+	int			n;
+
+	if (!read_entries(w, 1, -1, w->cursor, &entries, &n))
+		return;
+	if (n == 0)
+	{
+		w->history = false;
+		return;
+	}
+	strlcpy(w->cursor, entries[n - 1].id, sizeof(w->cursor));
+	if (fetch_delivery_counts(w, entries, n))
+		set_batch(w, entries, n);
+}
+
+/*
+ * The history's next entry cannot be read within processor.max_reply_bytes:
+ * dead-letter it by id, without its fields.
+ */
+static void
+take_oversized(Worker *w)
+{
+	StreamEntry *e;
+	char	   *id = NULL;
+	RedisResult rc;
+	MemoryContext old = MemoryContextSwitchTo(w->batch_cxt);
+
+	w->in_redis = true;
+	rc = stream_first_pending(w->redis, w->stream, w->group, w->consumer,
+							  w->cursor, &id);
+	w->in_redis = false;
+	MemoryContextSwitchTo(old);
+	if (rc != REDIS_OK)
+	{
+		drop_batch(w);
+		redis_failed(w, rc, "XPENDING");
+		return;
+	}
+	w->oversized_pending = false;
+	if (id == NULL)
+		return;
+
+	e = MemoryContextAllocZero(w->batch_cxt, sizeof(StreamEntry));
+	e->id = id;
+	e->nfields = -1;
+	e->error = MemoryContextStrdup(w->batch_cxt,
+								   psprintf("entry larger than processor.max_reply_bytes (%d bytes)",
+											processor_max_reply_bytes));
+	strlcpy(w->cursor, id, sizeof(w->cursor));
+	if (fetch_delivery_counts(w, e, 1))
+		set_batch(w, e, 1);
+}
+
+/*
+ * Is a claim scan due?  One runs every processor.claim_interval and goes
+ * on, step by step, until XAUTOCLAIM's cursor comes back to 0-0.
+ */
+static bool
+claim_due(Worker *w)
+{
+	if (processor_claim_min_idle <= 0)
+		return false;
+	if (strcmp(w->claim_cursor, "0-0") != 0)
+		return true;
+	return TimestampDifferenceExceeds(w->last_claim, GetCurrentTimestamp(),
+									  processor_claim_interval);
+}
+
+/*
+ * Claim one entry idle for longer than processor.claim_min_idle from any
+ * consumer of the group (a vanished one, typically), plus the ids Redis
+ * found deleted on the way, which become "entry no longer in stream" dead
+ * letters.  Claimed entries have been delivered before: one at a time.
+ */
+static void
+claim_batch(Worker *w)
+{
+	StreamEntry *entries;
+	StreamEntry *all;
+	char	  **deleted;
+	int			n;
+	int			ndeleted;
+	int			i;
+	RedisResult rc;
+	MemoryContext old = MemoryContextSwitchTo(w->batch_cxt);
+
+	w->in_redis = true;
+	rc = stream_autoclaim(w->redis, w->stream, w->group, w->consumer,
+						  processor_claim_min_idle, w->claim_cursor, 1,
+						  &entries, &n, &deleted, &ndeleted);
+	w->in_redis = false;
+	if (rc == REDIS_OK && strcmp(w->claim_cursor, "0-0") == 0)
+		w->last_claim = GetCurrentTimestamp();
+	if (rc != REDIS_OK || n + ndeleted == 0)
+	{
+		MemoryContextSwitchTo(old);
+		drop_batch(w);
+		strlcpy(w->claim_cursor, "0-0", sizeof(w->claim_cursor));
+		if (rc != REDIS_OK)
+			redis_failed(w, rc, "XAUTOCLAIM");
+		return;
+	}
+
+	all = palloc0(sizeof(StreamEntry) * (n + ndeleted));
+	memcpy(all, entries, sizeof(StreamEntry) * n);
+	for (i = 0; i < ndeleted; i++)
+	{
+		all[n + i].id = deleted[i];
+		all[n + i].nfields = -1;
+	}
+	MemoryContextSwitchTo(old);
+
+	stats_add_read(n + ndeleted);
+	stats_add_claimed(n + ndeleted);
+	ereport(DEBUG1,
+			(errmsg("processor worker %d claimed %d idle entries", w->number,
+					n + ndeleted)));
+	if (fetch_delivery_counts(w, all, n))
+		set_batch(w, all, n + ndeleted);
+}
+
+/*
+ * Read new entries (">"), blocking up to processor.block_time.
+ */
+static void
+read_new(Worker *w)
+{
+	StreamEntry *entries;
+	int			n;
+
+	if (w->read_count <= 0 || w->read_count > processor_batch_size)
+		w->read_count = processor_batch_size;
+	if (!read_entries(w, w->read_count, processor_block_time, ">",
+					  &entries, &n))
+		return;
+	w->backoff_ms = 0;
+	/* after an oversized reply, grow back */
+	w->read_count = Min(w->read_count * 2, processor_batch_size);
+	if (n > 0)
+		set_batch(w, entries, n);
+}
+
+/*
+ * Read the next batch: this consumer's history first (after every
+ * (re)connect), then claims when due, then new entries.
+ */
+static void
+read_batch(Worker *w)
+{
+	if (!w->history && w->switch_pending)
+		apply_switch(w);
+	else if (w->oversized_pending)
+		take_oversized(w);
+	else if (w->history)
+		read_history(w);
+	else if (claim_due(w))
+		claim_batch(w);
+	else
+		read_new(w);
+}
+
+/* ----------------------------------------------------------------
+ * Ownership: held batches and parked entries stay ours
+ * ----------------------------------------------------------------
+ */
+
+/* How often entries we hold are touched: well within claim_min_idle. */
+static long
+touch_interval_ms(void)
+{
+	return Max(processor_claim_min_idle / 2, 1);
+}
+
+/*
+ * Remember an invalid entry left pending (processor.dead_letter = off), so
+ * that it is kept fresh and neither we nor another consumer claim it.
+ */
+static void
+park_entry(Worker *w, const StreamEntry *e, const char *error)
+{
+	ereport(LOG,
+			(errmsg("processor worker %d: invalid entry %s left pending: %s",
+					w->number, e->id, error)));
+	if (w->parked == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = STREAM_ID_BUFLEN;
+		ctl.entrysize = STREAM_ID_BUFLEN;
+		ctl.hcxt = TopMemoryContext;
+		w->parked = hash_create("processor parked entries", 256, &ctl,
+								HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	}
+	if (hash_get_num_entries(w->parked) < PARKED_MAX)
+		(void) hash_search(w->parked, e->id, HASH_ENTER, NULL);
+}
+
+/*
+ * Forget the parked entries (the stream changed, or dead letters are on
+ * again and history will take them).
+ */
+static void
+forget_parked(Worker *w)
+{
+	if (w->parked)
+		hash_destroy(w->parked);
+	w->parked = NULL;
+}
+
+/*
+ * XCLAIM ... JUSTID a list of ids; failures are handled like any Redis
+ * failure.
+ */
+static void
+touch_ids(Worker *w, const char *stream, const char *group, char **ids, int n)
+{
+	RedisResult rc;
+
+	w->in_redis = true;
+	rc = stream_touch(w->redis, stream, group, w->consumer, ids, n);
+	w->in_redis = false;
+	if (rc != REDIS_OK)
+		redis_failed(w, rc, "XCLAIM");
+}
+
+/*
+ * Keep what we hold from reaching processor.claim_min_idle: a batch that
+ * waits (for a retry, the extension, or a resume) and the parked entries.
+ * XCLAIM ... JUSTID does not raise delivery counts, so an outage of any
+ * length costs no deliveries (SPEC §4).
+ */
+static void
+keep_ownership(Worker *w)
+{
+	Batch	   *b = &w->batch;
+	TimestampTz now = GetCurrentTimestamp();
+	long		interval = touch_interval_ms();
+
+	if (processor_claim_min_idle <= 0 || w->redis == NULL)
+		return;
+
+	if (b->present && !b->committed &&
+		TimestampDifferenceExceeds(b->touched_at, now, interval))
+	{
+		char	  **ids = palloc(sizeof(char *) * b->nentries);
+		int			i;
+
+		for (i = 0; i < b->nentries; i++)
+			ids[i] = b->entries[i].id;
+		b->touched_at = now;
+		touch_ids(w, b->stream, b->group, ids, b->nentries);
+	}
+
+	if (w->parked && w->redis &&
+		TimestampDifferenceExceeds(w->parked_touched_at, now, interval))
+	{
+		HASH_SEQ_STATUS seq;
+		char	   *id;
+		char	  **ids = palloc(sizeof(char *) * hash_get_num_entries(w->parked));
+		int			n = 0;
+
+		hash_seq_init(&seq, w->parked);
+		while ((id = hash_seq_search(&seq)) != NULL)
+			ids[n++] = id;
+		w->parked_touched_at = now;
+		touch_ids(w, w->stream, w->group, ids, n);
+	}
 }
 
 /* ----------------------------------------------------------------
@@ -832,64 +1261,16 @@ read_batch(Worker *w)
 #define GROUP_POLL_MS		1000
 
 /*
- * In a reply of alternating names and values (one XINFO record), find the
- * value named name; NULL if there is none.
- */
-static RedisValue *
-xinfo_field(RedisValue *record, const char *name)
-{
-	int			i;
-
-	if (record->type != REDIS_VALUE_ARRAY)
-		return NULL;
-	for (i = 0; i + 1 < record->nelements; i += 2)
-	{
-		RedisValue *key = &record->elements[i];
-
-		if (key->type != REDIS_VALUE_ARRAY && key->str != NULL &&
-			strcmp(key->str, name) == 0)
-			return &record->elements[i + 1];
-	}
-	return NULL;
-}
-
-/*
- * Find the record whose "name" field is name in an XINFO GROUPS or XINFO
- * CONSUMERS reply.
- */
-static RedisValue *
-xinfo_find(RedisValue *reply, const char *name)
-{
-	int			i;
-
-	if (reply == NULL || reply->type != REDIS_VALUE_ARRAY)
-		return NULL;
-	for (i = 0; i < reply->nelements; i++)
-	{
-		RedisValue *v = xinfo_field(&reply->elements[i], "name");
-
-		if (v != NULL && v->str != NULL && strcmp(v->str, name) == 0)
-			return &reply->elements[i];
-	}
-	return NULL;
-}
-
-/*
- * Ask Redis for the group's lag and pending count and this consumer's
- * pending count, at most once a second, and publish them.  A failure only
- * leaves the figures as they were; a broken connection is dropped.
+ * Ask Redis for the group's lag and pending counts, at most once a second,
+ * and publish them.  A failure only leaves the figures as they were; a
+ * broken connection is dropped.
  */
 static void
 poll_group_info(Worker *w)
 {
-	const char *groups_argv[] = {"XINFO", "GROUPS", w->stream};
-	const char *consumers_argv[] = {"XINFO", "CONSUMERS", w->stream, w->group};
-	RedisValue *groups = NULL;
-	RedisValue *consumers = NULL;
-	RedisValue *group;
-	RedisValue *lag;
-	RedisValue *pending;
-	RedisValue *mine;
+	int64		lag;
+	int64		group_pending;
+	int64		pending;
 	RedisResult rc;
 	TimestampTz now = GetCurrentTimestamp();
 
@@ -898,31 +1279,13 @@ poll_group_info(Worker *w)
 	w->last_group_poll = now;
 
 	w->in_redis = true;
-	rc = redis_command_argv(w->redis, 3, groups_argv, NULL, 0, &groups);
-	if (rc == REDIS_OK)
-		rc = redis_command_argv(w->redis, 4, consumers_argv, NULL, 0, &consumers);
+	rc = stream_group_info(w->redis, w->stream, w->group, w->consumer,
+						   &lag, &group_pending, &pending);
 	w->in_redis = false;
-	if (rc != REDIS_OK)
-	{
-		if (rc != REDIS_ERROR_REPLY && rc != REDIS_NOGROUP)
-			redis_failed(w, rc, "XINFO");
-		return;
-	}
-
-	group = xinfo_find(groups, w->group);
-	if (group == NULL)
-		return;
-	lag = xinfo_field(group, "lag");
-	pending = xinfo_field(group, "pending");
-	mine = xinfo_find(consumers, w->consumer);
-	if (mine != NULL)
-		mine = xinfo_field(mine, "pending");
-	stats_set_group_info(lag != NULL && lag->type == REDIS_VALUE_INTEGER,
-						 lag != NULL ? lag->integer : 0,
-						 mine != NULL && mine->type == REDIS_VALUE_INTEGER ?
-						 mine->integer : 0,
-						 pending != NULL && pending->type == REDIS_VALUE_INTEGER ?
-						 pending->integer : 0);
+	if (rc == REDIS_OK)
+		stats_set_group_info(lag >= 0, Max(lag, 0), pending, group_pending);
+	else if (rc != REDIS_ERROR_REPLY && rc != REDIS_NOGROUP)
+		redis_failed(w, rc, "XINFO");
 }
 
 /* ----------------------------------------------------------------
@@ -957,6 +1320,7 @@ worker_step(Worker *w)
 		return;
 	stats_set_status(WORKER_STATUS_RUNNING);
 	poll_group_info(w);
+	keep_ownership(w);
 	if (w->redis == NULL)
 		return;
 
@@ -994,7 +1358,6 @@ recover_from_error(Worker *w, MemoryContext loop_cxt)
 	stats_set_error(w->last_error);
 	if (w->batch.decoded && !w->batch.committed)
 		stats_add_db_retry();
-	stats_set_status(WORKER_STATUS_BACKOFF);
 
 	if (w->in_redis)
 		disconnect_redis(w);
@@ -1004,7 +1367,7 @@ recover_from_error(Worker *w, MemoryContext loop_cxt)
 	RESUME_INTERRUPTS();
 
 	advance_backoff(w);
-	wait_ms(w->backoff_ms);
+	backoff_wait(w);
 }
 
 /*

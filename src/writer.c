@@ -1,11 +1,12 @@
 /*-------------------------------------------------------------------------
  *
  * writer.c
- *	  SPI insert of a batch's positions and dead letters.
+ *	  SPI insert of a batch's positions and dead letters, with row-level
+ *	  error isolation (SPEC §4) and the table owner's rights (SPEC §9).
  *
  * Each table gets one statement, prepared once and kept across batches
  * (SPI_keepplan; the plan cache re-plans it after invalidations), that
- * inserts a whole batch from one array per column:
+ * inserts many rows from one array per column:
  *
  *	INSERT INTO target (...) SELECT * FROM unnest($1, ..., $11)
  *	ON CONFLICT (device_id, ts) DO NOTHING
@@ -14,21 +15,62 @@
  * go through text.  Rows that conflict (already in the table, or earlier in
  * the same batch) are skipped by ON CONFLICT and counted as duplicates.
  *
+ * Row-level errors.  The positions go in through one subtransaction
+ * (the fast path: one statement, one subtransaction per batch).  When it
+ * fails with a row-level error, the chunk is halved and each half tried in
+ * its own subtransaction, down to the single rows that fail; those come
+ * back as dead letters carrying the database's errmsg, the others are
+ * inserted.  An error is row-level when
+ *	- its SQLSTATE is of class 22 (data exception) or 23 (integrity
+ *	  constraint violation), wherever it was raised; or
+ *	- it was raised while a trigger ran (pg_trigger_depth() > 0 when the
+ *	  error was thrown, noted by an error context callback, so whatever the
+ *	  trigger's language or SQLSTATE), unless its class says that the
+ *	  environment rather than the row is at fault: 08, 25, 40, 42, 53, 54,
+ *	  55, 57, 58, F0, HV, XX (lock or statement timeout, deadlock,
+ *	  permission denied, missing object, out of memory, ...).
+ * Every other error is batch-level and is raised at once.  So is a row-level
+ * error that every position of the batch hit with the same SQLSTATE (no
+ * partition for any of them, a broken trigger), unless the errors name the
+ * constraint or column that the rows broke (CHECK, NOT NULL, foreign key,
+ * or a trigger's RAISE ... USING CONSTRAINT/COLUMN): a row that breaks a
+ * named constraint is bad data whatever its batch-mates do, and holding it
+ * back would block the stream for good -- a batch of one is common.  The
+ * worker rolls a batch-level error back and retries the batch later.
+ *
+ * Role switch.  When the current user is a superuser and a table's owner is
+ * not, the insert into that table runs as its owner under
+ * SECURITY_RESTRICTED_OPERATION, as VACUUM or REFRESH MATERIALIZED VIEW do,
+ * so that the owner's triggers and defaults never run with superuser
+ * rights; GUC changes they make are undone with the statement.  The owner
+ * is looked up once per batch (syscache), the user restored on every path.
+ *
  * Callers: the worker, inside its batch transaction with SPI connected and
- * a snapshot pushed.  Every database error is raised; the caller rolls the
- * batch back.
+ * a snapshot pushed; processor.replay_dead_letters(), likewise inside the
+ * caller's transaction.  Neither may be inside a subtransaction of their
+ * own that an ERROR from here would have to unwind.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
-#include "utils/timestamp.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
 
 #include "processor.h"
 
@@ -51,8 +93,17 @@ static const Oid target_argtypes[TARGET_NCOLS] = {
 	INT4ARRAYOID, JSONBARRAYOID, TEXTARRAYOID
 };
 
+static const Oid target_elemtypes[TARGET_NCOLS] = {
+	TEXTOID, TIMESTAMPTZOID, FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID,
+	FLOAT8OID, INT4OID, INT4OID, JSONBOID, TEXTOID
+};
+
 static const Oid dead_letter_argtypes[DEAD_LETTER_NCOLS] = {
 	TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, INT4ARRAYOID
+};
+
+static const Oid dead_letter_elemtypes[DEAD_LETTER_NCOLS] = {
+	TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID
 };
 
 static const char *target_sql =
@@ -69,6 +120,11 @@ static const char *dead_letter_sql =
 " SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
 " pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5))"
 " ON CONFLICT (stream, stream_id) DO NOTHING";
+
+/* ----------------------------------------------------------------
+ * Kept plans
+ * ----------------------------------------------------------------
+ */
 
 /*
  * Forget a kept plan.
@@ -135,49 +191,105 @@ get_plan(KeptPlan *kp, const char *guc_value, const char *sql_template,
 	return plan;
 }
 
-/* One column's values while a batch is being turned into arrays. */
+/* ----------------------------------------------------------------
+ * Running as the table's owner (SPEC §9)
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * The role to run inserts into the table named by guc_value as: its owner
+ * when the current user is a superuser and the owner is not, else
+ * InvalidOid (no switch).  Two or three syscache lookups; a table that does
+ * not exist gives InvalidOid, and the insert itself reports it.
+ */
+static Oid
+insert_role(const char *guc_value)
+{
+	char	   *schemaname;
+	char	   *relname;
+	Oid			nspid;
+	Oid			relid;
+	Oid			owner;
+	HeapTuple	tup;
+
+	if (!superuser())
+		return InvalidOid;
+	if (!processor_split_table_name(guc_value, &schemaname, &relname))
+		return InvalidOid;
+	nspid = get_namespace_oid(schemaname, true);
+	if (!OidIsValid(nspid))
+		return InvalidOid;
+	relid = get_relname_relid(relname, nspid);
+	if (!OidIsValid(relid))
+		return InvalidOid;
+
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		return InvalidOid;
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+
+	return superuser_arg(owner) ? InvalidOid : owner;
+}
+
+/*
+ * Become role (when valid) under SECURITY_RESTRICTED_OPERATION, and open a
+ * GUC nest level so that SET LOCAL or set_config() in the owner's code end
+ * with the statement.  The caller has saved the user and security context
+ * (GetUserIdAndSecContext) and restores them with end_as_role, or in its
+ * error path.  Returns the GUC nest level for end_as_role.
+ */
+static int
+begin_as_role(Oid role, int saved_sec_context)
+{
+	if (OidIsValid(role))
+		SetUserIdAndSecContext(role,
+							   saved_sec_context | SECURITY_RESTRICTED_OPERATION);
+	return NewGUCNestLevel();
+}
+
+/*
+ * Undo begin_as_role after a statement that succeeded.
+ */
+static void
+end_as_role(int guc_nest_level, Oid saved_user, int saved_sec_context)
+{
+	AtEOXact_GUC(false, guc_nest_level);
+	SetUserIdAndSecContext(saved_user, saved_sec_context);
+}
+
+/* ----------------------------------------------------------------
+ * Column arrays
+ * ----------------------------------------------------------------
+ */
+
+/* One column's values for every row of a call. */
 typedef struct ColumnBuf
 {
 	Datum	   *values;
 	bool	   *nulls;
-	bool		any_null;
-} ColumnBuf;
-
-/*
- * Turn a column buffer into an array Datum of elemtype.
- */
-static Datum
-column_array(ColumnBuf *col, int n, Oid elemtype)
-{
 	int16		typlen;
 	bool		typbyval;
 	char		typalign;
-	int			dims[1];
-	int			lbs[1];
-
-	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
-	dims[0] = n;
-	lbs[0] = 1;
-	return PointerGetDatum(construct_md_array(col->values,
-											  col->any_null ? col->nulls : NULL,
-											  1, dims, lbs, elemtype,
-											  typlen, typbyval, typalign));
-}
+	Oid			elemtype;
+} ColumnBuf;
 
 /*
- * Allocate ncols column buffers of n entries.
+ * Allocate ncols column buffers of n entries for the given element types.
  */
 static ColumnBuf *
-make_columns(int ncols, int n)
+make_columns(int ncols, int n, const Oid *elemtypes)
 {
 	ColumnBuf  *cols = palloc(sizeof(ColumnBuf) * ncols);
 	int			i;
 
 	for (i = 0; i < ncols; i++)
 	{
-		cols[i].values = palloc(sizeof(Datum) * n);
-		cols[i].nulls = palloc0(sizeof(bool) * n);
-		cols[i].any_null = false;
+		cols[i].values = palloc(sizeof(Datum) * Max(n, 1));
+		cols[i].nulls = palloc0(sizeof(bool) * Max(n, 1));
+		cols[i].elemtype = elemtypes[i];
+		get_typlenbyvalalign(elemtypes[i], &cols[i].typlen,
+							 &cols[i].typbyval, &cols[i].typalign);
 	}
 	return cols;
 }
@@ -188,25 +300,40 @@ set_optional(ColumnBuf *col, int i, bool present, Datum value)
 {
 	col->values[i] = present ? value : (Datum) 0;
 	col->nulls[i] = !present;
-	if (!present)
-		col->any_null = true;
 }
 
 /*
- * Insert the positions; returns how many rows were actually inserted.
+ * Fill args with one array per column holding rows lo .. lo + n - 1.
+ * The arrays are palloc'd in the current memory context.
  */
-static int64
-insert_positions(const Position *pos, const char *const *ids, int n)
+static void
+column_arrays(ColumnBuf *cols, int ncols, int lo, int n, Datum *args)
 {
-	static const Oid elemtypes[TARGET_NCOLS] = {
-		TEXTOID, TIMESTAMPTZOID, FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID,
-		FLOAT8OID, INT4OID, INT4OID, JSONBOID, TEXTOID
-	};
-	ColumnBuf  *cols = make_columns(TARGET_NCOLS, n);
-	Datum		args[TARGET_NCOLS];
-	SPIPlanPtr	plan;
+	int			dims[1];
+	int			lbs[1];
 	int			i;
-	int			rc;
+
+	dims[0] = n;
+	lbs[0] = 1;
+	for (i = 0; i < ncols; i++)
+		args[i] = PointerGetDatum(construct_md_array(cols[i].values + lo,
+													 cols[i].nulls + lo,
+													 1, dims, lbs,
+													 cols[i].elemtype,
+													 cols[i].typlen,
+													 cols[i].typbyval,
+													 cols[i].typalign));
+}
+
+/*
+ * The target's column values of every position, built once per call.
+ */
+static ColumnBuf *
+position_columns(const Position *pos, const StreamEntry *const *entries,
+				 int n)
+{
+	ColumnBuf  *cols = make_columns(TARGET_NCOLS, n, target_elemtypes);
+	int			i;
 
 	for (i = 0; i < n; i++)
 	{
@@ -222,83 +349,380 @@ insert_positions(const Position *pos, const char *const *ids, int n)
 		set_optional(&cols[7], i, p->has_satellites, Int32GetDatum(p->satellites));
 		set_optional(&cols[8], i, p->has_priority, Int32GetDatum(p->priority));
 		cols[9].values[i] = JsonbPGetDatum(p->attributes);
-		cols[10].values[i] = CStringGetTextDatum(ids[i]);
+		cols[10].values[i] = CStringGetTextDatum(entries[i]->id);
 	}
-	for (i = 0; i < TARGET_NCOLS; i++)
-		args[i] = column_array(&cols[i], n, elemtypes[i]);
+	return cols;
+}
 
-	plan = get_plan(&target_plan, processor_target_table, target_sql,
-					TARGET_NCOLS, target_argtypes);
-	rc = SPI_execute_plan(plan, args, NULL, false, 0);
-	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "insert into \"%s\" failed: %s",
-			 processor_target_table, SPI_result_code_string(rc));
-	return (int64) SPI_processed;
+/* ----------------------------------------------------------------
+ * Positions: subtransactions and row-level isolation
+ * ----------------------------------------------------------------
+ */
+
+/* One call's insert of positions, across its attempts. */
+typedef struct PositionInsert
+{
+	ColumnBuf  *cols;			/* every position's column values */
+	Oid			role;			/* run as this role, or InvalidOid */
+	MemoryContext caller_cxt;	/* outlives the subtransactions */
+	MemoryContext attempt_cxt;	/* one attempt's arrays; reset after it */
+	int64		inserted;		/* rows actually inserted */
+	int		   *failed;			/* indexes of the positions refused */
+	ErrorData **errors;			/* and why, in caller_cxt */
+	int			nfailed;
+	bool		in_trigger;		/* the last report came from a trigger */
+} PositionInsert;
+
+/*
+ * Error context callback around the INSERT: it runs when an error (or a
+ * message) is thrown, before the stack unwinds, so pg_trigger_depth() still
+ * tells whether a trigger was running.  The last report before the ERROR
+ * is caught is the ERROR itself.
+ */
+static void
+note_trigger_depth(void *arg)
+{
+	LOCAL_FCINFO(fcinfo, 0);
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 0, InvalidOid, NULL, NULL);
+	*(bool *) arg = DatumGetInt32(pg_trigger_depth(fcinfo)) > 0;
 }
 
 /*
- * Insert the dead letters; returns how many rows were actually inserted
- * (a redelivered batch finds its dead letters already there).
+ * Is this error about the rows rather than the batch?  See the file header.
  */
-static int64
-insert_dead_letters(const DeadLetter *dead, int n, const char *stream)
+static bool
+is_row_level(const ErrorData *edata, bool in_trigger)
 {
-	static const Oid elemtypes[DEAD_LETTER_NCOLS] = {
-		TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID
-	};
-	ColumnBuf  *cols = make_columns(DEAD_LETTER_NCOLS, n);
+	int			category = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+
+	if (category == ERRCODE_DATA_EXCEPTION ||
+		category == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION)
+		return true;
+	if (!in_trigger)
+		return false;
+
+	switch (category)
+	{
+		case ERRCODE_CONNECTION_EXCEPTION:
+		case ERRCODE_INVALID_TRANSACTION_STATE:
+		case ERRCODE_TRANSACTION_ROLLBACK:
+		case ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION:
+		case ERRCODE_INSUFFICIENT_RESOURCES:
+		case ERRCODE_PROGRAM_LIMIT_EXCEEDED:
+		case ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE:
+		case ERRCODE_OPERATOR_INTERVENTION:
+		case ERRCODE_SYSTEM_ERROR:
+		case ERRCODE_CONFIG_FILE_ERROR:
+		case ERRCODE_FDW_ERROR:
+		case ERRCODE_INTERNAL_ERROR:
+			return false;
+		default:
+			return true;
+	}
+}
+
+/*
+ * Run the INSERT for positions lo .. lo + n - 1 in a subtransaction, as
+ * pi->role if set.  Returns NULL on success (pi->inserted grows), or the
+ * error of a row-level failure (in caller_cxt), everything rolled back.
+ * A batch-level error is rolled back to here and raised again.
+ *
+ * The subtransaction handling is that of PL/pgSQL's exception blocks: come
+ * back to the caller's memory context and resource owner on both paths.
+ */
+static ErrorData *
+try_positions(PositionInsert *pi, int lo, int n)
+{
+	ResourceOwner caller_owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+	Datum		args[TARGET_NCOLS];
+	SPIPlanPtr	plan;
+	Oid			saved_user;
+	int			saved_sec_context;
+
+	plan = get_plan(&target_plan, processor_target_table, target_sql,
+					TARGET_NCOLS, target_argtypes);
+	MemoryContextSwitchTo(pi->attempt_cxt);
+	column_arrays(pi->cols, TARGET_NCOLS, lo, n, args);
+	MemoryContextSwitchTo(pi->caller_cxt);
+
+	GetUserIdAndSecContext(&saved_user, &saved_sec_context);
+	pi->in_trigger = false;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(pi->caller_cxt);
+
+	PG_TRY();
+	{
+		ErrorContextCallback callback;
+		int			nest_level;
+		int			rc;
+		uint64		processed;
+
+		nest_level = begin_as_role(pi->role, saved_sec_context);
+		callback.callback = note_trigger_depth;
+		callback.arg = &pi->in_trigger;
+		callback.previous = error_context_stack;
+		error_context_stack = &callback;
+
+		rc = SPI_execute_plan(plan, args, NULL, false, 0);
+		if (rc != SPI_OK_INSERT)
+			elog(ERROR, "insert into \"%s\" failed: %s",
+				 processor_target_table, SPI_result_code_string(rc));
+		processed = SPI_processed;
+
+		error_context_stack = callback.previous;
+		end_as_role(nest_level, saved_user, saved_sec_context);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(pi->caller_cxt);
+		CurrentResourceOwner = caller_owner;
+		pi->inserted += (int64) processed;
+	}
+	PG_CATCH();
+	{
+		SetUserIdAndSecContext(saved_user, saved_sec_context);
+		MemoryContextSwitchTo(pi->caller_cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(pi->caller_cxt);
+		CurrentResourceOwner = caller_owner;
+	}
+	PG_END_TRY();
+
+	MemoryContextReset(pi->attempt_cxt);
+	if (edata != NULL && !is_row_level(edata, pi->in_trigger))
+		ReThrowError(edata);
+	return edata;
+}
+
+/*
+ * Insert positions lo .. lo + n - 1, halving a chunk that fails with a
+ * row-level error down to the rows that fail, which are recorded in pi.
+ */
+static void
+isolate_positions(PositionInsert *pi, int lo, int n)
+{
+	ErrorData  *edata;
+	int			half;
+
+	CHECK_FOR_INTERRUPTS();
+	edata = try_positions(pi, lo, n);
+	if (edata == NULL)
+		return;
+
+	if (n == 1)
+	{
+		pi->failed[pi->nfailed] = lo;
+		pi->errors[pi->nfailed] = edata;
+		pi->nfailed++;
+		return;
+	}
+
+	FreeErrorData(edata);
+	half = n / 2;
+	isolate_positions(pi, lo, half);
+	isolate_positions(pi, lo + half, n - half);
+}
+
+/*
+ * Does an error name what the row broke (a constraint, a column)?
+ */
+static bool
+names_row_fault(const ErrorData *edata)
+{
+	return edata->constraint_name != NULL || edata->column_name != NULL;
+}
+
+/*
+ * After isolation: did all n positions fail with the same SQLSTATE, none
+ * of them naming a constraint or column?  Then the error is batch-level
+ * (see the file header).
+ */
+static bool
+failures_are_batch_level(const PositionInsert *pi, int n)
+{
+	int			i;
+
+	if (pi->nfailed < n)
+		return false;
+	for (i = 0; i < pi->nfailed; i++)
+	{
+		if (pi->errors[i]->sqlerrcode != pi->errors[0]->sqlerrcode ||
+			names_row_fault(pi->errors[i]))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * writer_insert_positions
+ *		Insert positions (entries[i]->id as stream_id) with row-level error
+ *		isolation; return how many rows were actually inserted.
+ *
+ * Positions refused by a row-level error come back in *refused (palloc'd
+ * in the current memory context): one dead letter each, for entries[i],
+ * with the database's message and the entry's delivery count.  The others
+ * were inserted or were duplicates.  Batch-level errors are raised, with
+ * nothing of this call left behind.
+ *
+ * Caller: inside a transaction, SPI connected, snapshot pushed.
+ */
+int64
+writer_insert_positions(const Position *positions,
+						const StreamEntry *const *entries, int n,
+						DeadLetter **refused, int *nrefused)
+{
+	PositionInsert pi;
+	int			i;
+
+	*refused = NULL;
+	*nrefused = 0;
+	if (n <= 0)
+		return 0;
+
+	memset(&pi, 0, sizeof(pi));
+	pi.caller_cxt = CurrentMemoryContext;
+	pi.attempt_cxt = AllocSetContextCreate(CurrentMemoryContext,
+										   "processor insert attempt",
+										   ALLOCSET_DEFAULT_SIZES);
+	pi.cols = position_columns(positions, entries, n);
+	pi.role = insert_role(processor_target_table);
+	pi.failed = palloc(sizeof(int) * n);
+	pi.errors = palloc(sizeof(ErrorData *) * n);
+
+	isolate_positions(&pi, 0, n);
+	MemoryContextDelete(pi.attempt_cxt);
+
+	if (pi.nfailed == 0)
+		return pi.inserted;
+	if (failures_are_batch_level(&pi, n))
+		ReThrowError(pi.errors[0]);
+
+	*refused = palloc(sizeof(DeadLetter) * pi.nfailed);
+	for (i = 0; i < pi.nfailed; i++)
+	{
+		const StreamEntry *e = entries[pi.failed[i]];
+
+		(*refused)[i].entry = e;
+		(*refused)[i].error = pi.errors[i]->message ?
+			pi.errors[i]->message : "row refused by the database";
+		(*refused)[i].deliveries = e->deliveries;
+		elog(DEBUG1, "entry %s refused by the database: %s",
+			 e->id, (*refused)[i].error);
+	}
+	*nrefused = pi.nfailed;
+	return pi.inserted;
+}
+
+/* ----------------------------------------------------------------
+ * Dead letters
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * Run the dead-letter INSERT with args, as role if set; the user is
+ * restored on every path (an ERROR goes on to the caller, whose
+ * transaction abort undoes the GUC nest level).
+ */
+static void
+execute_dead_letter_insert(SPIPlanPtr plan, Datum *args, Oid role)
+{
+	Oid			saved_user;
+	int			saved_sec_context;
+
+	GetUserIdAndSecContext(&saved_user, &saved_sec_context);
+	PG_TRY();
+	{
+		int			nest_level;
+		int			rc;
+
+		nest_level = begin_as_role(role, saved_sec_context);
+		rc = SPI_execute_plan(plan, args, NULL, false, 0);
+		if (rc != SPI_OK_INSERT)
+			elog(ERROR, "insert into \"%s\" failed: %s",
+				 processor_dead_letter_table, SPI_result_code_string(rc));
+		end_as_role(nest_level, saved_user, saved_sec_context);
+	}
+	PG_CATCH();
+	{
+		SetUserIdAndSecContext(saved_user, saved_sec_context);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
+/*
+ * Insert the dead letters (those of dead, then those of more), with
+ * ON CONFLICT DO NOTHING: a redelivered batch finds its dead letters
+ * already there.
+ */
+static void
+insert_dead_letters(const DeadLetter *dead, int ndead,
+					const DeadLetter *more, int nmore, const char *stream)
+{
+	int			n = ndead + nmore;
+	ColumnBuf  *cols = make_columns(DEAD_LETTER_NCOLS, n,
+									dead_letter_elemtypes);
 	Datum		args[DEAD_LETTER_NCOLS];
 	Datum		stream_datum = CStringGetTextDatum(stream);
 	SPIPlanPtr	plan;
 	int			i;
-	int			rc;
 
 	for (i = 0; i < n; i++)
 	{
-		Jsonb	   *fields = codec_dead_letter_fields(dead[i].entry);
+		const DeadLetter *d = i < ndead ? &dead[i] : &more[i - ndead];
+		Jsonb	   *fields = codec_dead_letter_fields(d->entry);
 
 		cols[0].values[i] = stream_datum;
-		cols[1].values[i] = CStringGetTextDatum(dead[i].entry->id);
+		cols[1].values[i] = CStringGetTextDatum(d->entry->id);
 		set_optional(&cols[2], i, fields != NULL, JsonbPGetDatum(fields));
-		cols[3].values[i] = CStringGetTextDatum(dead[i].error);
-		set_optional(&cols[4], i, dead[i].deliveries > 0,
-					 Int32GetDatum((int32) Min(dead[i].deliveries, PG_INT32_MAX)));
+		cols[3].values[i] = CStringGetTextDatum(d->error);
+		set_optional(&cols[4], i, d->deliveries > 0,
+					 Int32GetDatum((int32) Min(d->deliveries, PG_INT32_MAX)));
 	}
-	for (i = 0; i < DEAD_LETTER_NCOLS; i++)
-		args[i] = column_array(&cols[i], n, elemtypes[i]);
+	column_arrays(cols, DEAD_LETTER_NCOLS, 0, n, args);
 
 	plan = get_plan(&dead_letter_plan, processor_dead_letter_table,
 					dead_letter_sql, DEAD_LETTER_NCOLS, dead_letter_argtypes);
-	rc = SPI_execute_plan(plan, args, NULL, false, 0);
-	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "insert into \"%s\" failed: %s",
-			 processor_dead_letter_table, SPI_result_code_string(rc));
-	return (int64) SPI_processed;
+	execute_dead_letter_insert(plan, args,
+							   insert_role(processor_dead_letter_table));
 }
 
 /*
  * writer_insert_batch
  *		Insert a batch's positions and dead letters (see file header).
  *
- * Caller: inside a transaction, SPI connected, snapshot pushed.
+ * entries[i] is the stream entry that positions[i] was decoded from.
+ * Positions refused by a row-level error are dead-lettered along with dead.
  * dead_lettered counts the dead letters of this batch whether or not an
- * earlier delivery had already stored them.
+ * earlier delivery had already stored them; inserted + duplicates +
+ * refused positions = npositions.
+ *
+ * Caller: inside a transaction, SPI connected, snapshot pushed.  A
+ * batch-level error is raised; the caller rolls the batch back.
  */
 void
-writer_insert_batch(const Position *positions, const char *const *stream_ids,
-					int npositions, const DeadLetter *dead, int ndead,
+writer_insert_batch(const Position *positions,
+					const StreamEntry *const *entries, int npositions,
+					const DeadLetter *dead, int ndead,
 					const char *stream, WriteResult *result)
 {
+	DeadLetter *refused = NULL;
+	int			nrefused = 0;
+
 	memset(result, 0, sizeof(*result));
 
 	if (npositions > 0)
 	{
-		result->inserted = insert_positions(positions, stream_ids, npositions);
-		result->duplicates = npositions - result->inserted;
+		result->inserted = writer_insert_positions(positions, entries,
+												   npositions,
+												   &refused, &nrefused);
+		result->duplicates = npositions - result->inserted - nrefused;
 	}
-	if (ndead > 0)
+	if (ndead + nrefused > 0)
 	{
-		insert_dead_letters(dead, ndead, stream);
-		result->dead_lettered = ndead;
+		insert_dead_letters(dead, ndead, refused, nrefused, stream);
+		result->dead_lettered = ndead + nrefused;
 	}
 }
