@@ -20,6 +20,8 @@ MODULE_big = processor
 OBJS = \
 	src/processor.o \
 	src/worker.o \
+	src/session.o \
+	src/batch.o \
 	src/redis.o \
 	src/stream.o \
 	src/codec.o \

@@ -1,0 +1,254 @@
+/*-------------------------------------------------------------------------
+ *
+ * batch.c
+ *	  A batch's life in the worker: decode once, update the device state,
+ *	  one transaction for its rows and dead letters, COMMIT, then XACK
+ *	  exactly the ids whose outcome the commit holds (SPEC §4).
+ *
+ * The batch lives in the worker's batch context until it is acknowledged:
+ * a transaction that fails leaves it in memory to be retried as is, so an
+ * outage neither re-reads it from Redis nor raises delivery counts.
+ * Interrupts are held from COMMIT to the XACK reply (at most a second), so
+ * that a SIGTERM cannot leave a committed batch unacknowledged in between.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "worker_internal.h"
+
+/*
+ * If the effective synchronous_commit is off, raise it to local for this
+ * transaction only, so the commit is flushed before we XACK.  SET LOCAL
+ * semantics: re-evaluated for every batch, stronger settings untouched.
+ */
+static void
+ensure_durable_commit(void)
+{
+	if (synchronous_commit == SYNCHRONOUS_COMMIT_OFF)
+		(void) set_config_option("synchronous_commit", "local",
+								 PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
+}
+
+/* ----------------------------------------------------------------
+ * Batches
+ * ----------------------------------------------------------------
+ */
+
+/*
+ * Has a redelivered entry used up processor.max_deliveries?  Counts are
+ * known only for entries read from history or claimed (SPEC §4).
+ */
+static bool
+too_many_deliveries(const StreamEntry *e)
+{
+	return e->deliveries > processor_max_deliveries;
+}
+
+static char *
+delivery_error(const StreamEntry *e)
+{
+	return psprintf("delivered " INT64_FORMAT " times (max %d)",
+					e->deliveries, processor_max_deliveries);
+}
+
+/*
+ * Decode every entry of the batch into positions and dead letters, and
+ * list the ids to acknowledge once the batch commits.  Done once per batch,
+ * outside the transaction: decoding needs no catalog access.
+ */
+static void
+decode_batch(Worker *w, Batch *b)
+{
+	int			i;
+
+	b->positions = palloc(sizeof(Position) * Max(b->nentries, 1));
+	b->position_ids = palloc(sizeof(char *) * Max(b->nentries, 1));
+	b->position_entries = palloc(sizeof(StreamEntry *) * Max(b->nentries, 1));
+	b->dead = palloc(sizeof(DeadLetter) * Max(b->nentries, 1));
+	b->ack_ids = palloc(sizeof(char *) * Max(b->nentries, 1));
+	b->npositions = b->ndead = b->nack = 0;
+
+	for (i = 0; i < b->nentries; i++)
+	{
+		StreamEntry *e = &b->entries[i];
+		char	   *error = NULL;
+
+		if (e->nfields < 0)
+			error = pstrdup(e->error ? e->error : "entry no longer in stream");
+		else if (too_many_deliveries(e) && processor_dead_letter)
+			error = delivery_error(e);
+		else if (codec_decode_entry(e, processor_max_entry_bytes,
+									&b->positions[b->npositions], &error))
+		{
+			/* with dead_letter off, only a valid entry is dead-lettered */
+			if (too_many_deliveries(e))
+				error = delivery_error(e);
+			else
+			{
+				b->position_entries[b->npositions] = e;
+				b->position_ids[b->npositions++] = e->id;
+				b->ack_ids[b->nack++] = e->id;
+				continue;
+			}
+		}
+
+		if (processor_dead_letter || e->nfields < 0 || too_many_deliveries(e))
+		{
+			b->dead[b->ndead].entry = e;
+			b->dead[b->ndead].error = error;
+			b->dead[b->ndead].deliveries = e->deliveries;
+			b->ndead++;
+			b->ack_ids[b->nack++] = e->id;
+		}
+		else
+			session_park_entry(w, e, error);
+	}
+	b->decoded = true;
+}
+
+/*
+ * Forget the batch in memory.
+ */
+void
+batch_drop(Worker *w)
+{
+	MemoryContextReset(w->batch_cxt);
+	memset(&w->batch, 0, sizeof(Batch));
+}
+
+/*
+ * Send XACK for the committed batch and wait for the reply.  On success (or
+ * NOGROUP: the pending list went with the group) the batch is forgotten.
+ * Does not back off: the caller may be holding interrupts.  A failure
+ * leaves the batch owed; it is acknowledged after the reconnect, or its
+ * entries come back as duplicates: nothing is lost either way.
+ */
+static RedisResult
+send_ack(Worker *w)
+{
+	Batch	   *b = &w->batch;
+	RedisResult rc = REDIS_OK;
+	int64		acked = 0;
+
+	if (b->nack > 0)
+	{
+		/*
+		 * Interrupts may be held (from COMMIT): give the reply at most a
+		 * second (SPEC §3); a late one only means redeliveries.
+		 */
+		int			timeout = redis_set_reply_timeout(w->redis,
+													  Min(processor_redis_timeout,
+														  ACK_TIMEOUT_MS));
+
+		w->in_redis = true;
+		rc = redis_ack(w->redis, b->stream, b->group, b->ack_ids, b->nack,
+					   &acked);
+		w->in_redis = false;
+		redis_set_reply_timeout(w->redis, timeout);
+	}
+	if (rc != REDIS_OK && rc != REDIS_NOGROUP)
+		return rc;
+
+	elog(DEBUG1, "batch read=%d inserted=" INT64_FORMAT " duplicates=" INT64_FORMAT " dead_lettered=" INT64_FORMAT,
+		 b->nentries, b->result.inserted, b->result.duplicates,
+		 b->result.dead_lettered);
+	batch_drop(w);
+	w->backoff_ms = 0;
+	return rc;
+}
+
+/*
+ * Acknowledge the committed batch, handling a failure (which may back off).
+ */
+void
+batch_ack(Worker *w)
+{
+	RedisResult rc = send_ack(w);
+
+	if (rc != REDIS_OK)
+		session_failed(w, rc, "XACK");
+}
+
+/*
+ * Run the batch's transaction: insert, dead-letter, commit.  Returns false
+ * without writing anything when the extension has gone (DROP EXTENSION).
+ * Any database error is raised to worker_loop, which backs off; the batch
+ * stays in memory for the retry.
+ */
+static bool
+commit_batch(Worker *w, Batch *b)
+{
+	MemoryContext caller = CurrentMemoryContext;
+
+	worker_begin_work("processor: inserting batch");
+	if (!worker_extension_installed())
+	{
+		worker_commit_work();
+		w->extension_ok = false;
+		return false;
+	}
+	ensure_durable_commit();
+	writer_insert_batch(b->positions, b->position_entries, b->npositions,
+						b->dead, b->ndead, b->stream, &b->result);
+	SPI_finish();
+	PopActiveSnapshot();
+
+	/*
+	 * From COMMIT to the XACK reply, hold interrupts: a SIGTERM here would
+	 * leave a committed batch pending, to come back as duplicates.
+	 */
+	HOLD_INTERRUPTS();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller);
+	b->committed = true;
+	stats_add_batch(&b->result);
+	return true;
+}
+
+/*
+ * Process the batch in memory: decode once, commit, acknowledge.
+ */
+void
+batch_process(Worker *w)
+{
+	Batch	   *b = &w->batch;
+	MemoryContext old;
+	RedisResult rc;
+
+	old = MemoryContextSwitchTo(w->batch_cxt);
+	if (!b->decoded)
+	{
+		decode_batch(w, b);
+		/* once per batch: a retry from memory is not a new position */
+		state_update_batch(b->positions, b->npositions);
+	}
+	MemoryContextSwitchTo(old);
+
+	if (b->npositions == 0 && b->ndead == 0)
+	{
+		/* only parked invalid entries: nothing to commit or acknowledge */
+		batch_drop(w);
+		return;
+	}
+
+	if (!commit_batch(w, b))
+		return;
+
+	/* interrupts are held since COMMIT; the ACK goes out first */
+	rc = send_ack(w);
+	RESUME_INTERRUPTS();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	if (rc != REDIS_OK)
+		session_failed(w, rc, "XACK");
+}
