@@ -198,6 +198,12 @@ worker_reload_config(Worker *w)
 							 w->number)));
 		session_disconnect(w);
 	}
+	else if (w->redis)
+	{
+		/* limits apply to the live connection as they are */
+		redis_set_reply_timeout(w->redis, processor_redis_timeout);
+		redis_set_max_reply_bytes(w->redis, processor_max_reply_bytes);
+	}
 
 	consumer = worker_consumer_name(w->number);
 	if (strcmp(w->stream, processor_stream) != 0 ||
