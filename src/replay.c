@@ -242,8 +242,9 @@ count_remaining(const char *table, bool has_since, Datum since)
 	sql = psprintf("SELECT pg_catalog.count(*) FROM %s%s", table,
 				   has_since ?
 				   " WHERE failed_at OPERATOR(pg_catalog.>=) $1" : "");
+	/* not read-only: the count must see this call's deletions */
 	if (SPI_execute_with_args(sql, has_since ? 1 : 0, &argtype, &since,
-							  NULL, true, 1) != SPI_OK_SELECT ||
+							  NULL, false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "could not count the dead letters in %s", table);
 	count = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,

@@ -171,7 +171,8 @@ ensure_group(Worker *w)
 	}
 
 	w->group_ready = true;
-	w->group_from_zero = false;
+	/* from now on a lost group (Redis restarted empty) comes back at 0 */
+	w->group_from_zero = true;
 	w->history = true;
 	strlcpy(w->cursor, "0", sizeof(w->cursor));
 	ereport(LOG,
@@ -542,11 +543,40 @@ session_read_batch(Worker *w)
  * ----------------------------------------------------------------
  */
 
-/* How often entries we hold are touched: well within claim_min_idle. */
-long
+/*
+ * How often entries we hold are touched: a third of claim_min_idle, so that
+ * a touch that comes late by a retry's duration is still in time.
+ */
+static long
 session_touch_interval_ms(void)
 {
-	return Max(processor_claim_min_idle / 2, 1);
+	return Max(processor_claim_min_idle / 3, 1);
+}
+
+/*
+ * Milliseconds until keep_ownership has something to touch, or -1 when we
+ * hold nothing (or claiming is off).  Waits are cut to this.
+ */
+long
+session_ms_until_touch(Worker *w)
+{
+	TimestampTz due = 0;
+	long		interval = session_touch_interval_ms();
+
+	if (processor_claim_min_idle <= 0 || w->redis == NULL)
+		return -1;
+	if (w->batch.present && !w->batch.committed)
+		due = TimestampTzPlusMilliseconds(w->batch.touched_at, interval);
+	if (w->parked)
+	{
+		TimestampTz p = TimestampTzPlusMilliseconds(w->parked_touched_at,
+													interval);
+
+		due = due == 0 ? p : Min(due, p);
+	}
+	if (due == 0)
+		return -1;
+	return TimestampDifferenceMilliseconds(GetCurrentTimestamp(), due);
 }
 
 /*

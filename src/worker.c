@@ -126,10 +126,12 @@ worker_backoff_wait(Worker *w)
 		long		ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
 														 until);
 
+		long		touch = session_ms_until_touch(w);
+
 		if (ms <= 0 || ConfigReloadPending)
 			break;
-		if (processor_claim_min_idle > 0 && (w->batch.present || w->parked))
-			ms = Min(ms, session_touch_interval_ms());
+		if (touch >= 0)
+			ms = Min(ms, Max(touch, 1));
 		worker_wait_ms(ms);
 		session_keep_ownership(w);
 	}

@@ -114,7 +114,7 @@ extern void session_park_entry(Worker *w, const StreamEntry *e,
 							   const char *error);
 extern void session_forget_parked(Worker *w);
 extern void session_keep_ownership(Worker *w);
-extern long session_touch_interval_ms(void);
+extern long session_ms_until_touch(Worker *w);
 extern void session_poll_group_info(Worker *w);
 
 /* batch.c */

@@ -115,11 +115,16 @@ static const char *target_sql =
 " pg_catalog.unnest($9), pg_catalog.unnest($10), pg_catalog.unnest($11))"
 " ON CONFLICT (device_id, ts) DO NOTHING";
 
+/*
+ * No conflict target: naming (stream, stream_id) would need SELECT on those
+ * columns, and a dedicated role has only INSERT on this table (SPEC §9).
+ * The table's one unique key is (stream, stream_id) anyway.
+ */
 static const char *dead_letter_sql =
 "INSERT INTO %s AS t (stream, stream_id, fields, error, deliveries)"
 " SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
 " pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5))"
-" ON CONFLICT (stream, stream_id) DO NOTHING";
+" ON CONFLICT DO NOTHING";
 
 /* ----------------------------------------------------------------
  * Kept plans
