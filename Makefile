@@ -38,7 +38,7 @@ PGFILEDESC = "processor - Redis Stream consumer for GPS positions"
 EXTENSION = processor
 DATA = sql/processor--1.0.sql
 # PGXS's clean already removes results/, regression.*, tmp_check/, log/.
-EXTRA_CLEAN = tmp_check_regress bench/loadgen
+EXTRA_CLEAN = tmp_check_regress tmp_check_fuzz bench/loadgen
 
 # pg_regress tests: sql/NAME.sql, expected/NAME.out, run in this order in
 # one database (contrib_regression).  The first creates the extension; the
@@ -60,6 +60,10 @@ SHLIB_LINK += -lhiredis
 # initializers, only on a positional initializer that forgets a field,
 # and -Wclobbered flags locals that need "volatile" around PG_TRY/sigsetjmp.
 PG_CPPFLAGS += -Wextra -Wno-unused-parameter
+
+# Debian's PGXS does not track header dependencies: every object depends on
+# the shared headers, so that a changed struct never leaves a stale object.
+$(OBJS): $(wildcard src/*.h)
 
 PG_CONFIG ?= pg_config
 # PGXS's Makefile.global empties PROVE_FLAGS; keep one from the environment
@@ -133,3 +137,22 @@ bench:
 
 bench/loadgen: bench/loadgen.c
 	$(CC) -O2 -Wall -Wextra -o $@ $< -lhiredis -lm
+
+# ---------------------------------------------------------------------------
+# Fuzzing the codec (test/fuzz/run.sh): a libFuzzer harness built with clang
+# (-fsanitize=fuzzer-no-link,address,undefined; Debian clang-14 and
+# libclang-rt-14-dev), hosted in a single-user backend so that the codec
+# runs against the server's own JSON, number, date and jsonb code.  As a
+# user PostgreSQL accepts (not root).  fuzzcheck: FUZZ_TIME seconds (60,
+# part of make test); fuzz: FUZZ_LONG_TIME seconds (an hour).
+# ---------------------------------------------------------------------------
+FUZZ_TIME ?= 60
+FUZZ_LONG_TIME ?= 3600
+
+.PHONY: fuzz fuzzcheck
+
+fuzzcheck:
+	PG_CONFIG='$(PG_CONFIG)' bash test/fuzz/run.sh $(FUZZ_TIME)
+
+fuzz:
+	PG_CONFIG='$(PG_CONFIG)' bash test/fuzz/run.sh $(FUZZ_LONG_TIME)

@@ -26,6 +26,12 @@ PACKAGES=(
 	gcc
 	libc6-dev
 	procps                    # ps, for diagnostics
+	stunnel4                  # the TLS recipe (test/t/180_stunnel_tls.pl)
+	openssl                   # its test certificates
+	clang-14                  # the codec's fuzz harness (test/fuzz/run.sh)
+	libclang-rt-14-dev        # libFuzzer and the ASan/UBSan runtimes
+	prometheus-postgres-exporter  # monitoring/ (test/t/195_prometheus_exporter.pl)
+	prometheus                # promtool, checks monitoring/alerts.yaml
 )
 
 check_only=no

@@ -111,3 +111,17 @@ GRANT EXECUTE ON FUNCTION processor.stats() TO pg_read_all_stats;
 GRANT EXECUTE ON FUNCTION processor.state_info() TO pg_read_all_stats;
 GRANT SELECT ON processor.device_state TO pg_read_all_stats;
 GRANT SELECT ON processor.worker_stats TO pg_read_all_stats;
+
+/*
+ * Dead letters (replay.c): decode them again, e.g. after a producer fix or
+ * after the database stopped refusing them, move those now valid into the
+ * target table and return how many moved and how many remain.  Superusers
+ * only; needs shared_preload_libraries.
+ */
+CREATE FUNCTION processor.replay_dead_letters(since timestamptz DEFAULT NULL,
+	OUT replayed bigint, OUT remaining bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'processor_replay_dead_letters_1_0'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+REVOKE ALL ON FUNCTION processor.replay_dead_letters(timestamptz) FROM PUBLIC;

@@ -72,7 +72,6 @@ decode_batch(Worker *w, Batch *b)
 	int			i;
 
 	b->positions = palloc(sizeof(Position) * Max(b->nentries, 1));
-	b->position_ids = palloc(sizeof(char *) * Max(b->nentries, 1));
 	b->position_entries = palloc(sizeof(StreamEntry *) * Max(b->nentries, 1));
 	b->dead = palloc(sizeof(DeadLetter) * Max(b->nentries, 1));
 	b->ack_ids = palloc(sizeof(char *) * Max(b->nentries, 1));
@@ -95,8 +94,7 @@ decode_batch(Worker *w, Batch *b)
 				error = delivery_error(e);
 			else
 			{
-				b->position_entries[b->npositions] = e;
-				b->position_ids[b->npositions++] = e->id;
+				b->position_entries[b->npositions++] = e;
 				b->ack_ids[b->nack++] = e->id;
 				continue;
 			}

@@ -717,12 +717,39 @@ decode_fields(const CodecDocument *doc, Position *pos, char **error)
 }
 
 /*
+ * Bytes a string takes in jsonb's text output, quotes included: '"' and
+ * '\\' and the short escapes take two, other control characters six
+ * (\u00XX).
+ */
+static int64
+json_text_len(const char *s, int len)
+{
+	int64		n = 2;
+	int			i;
+
+	for (i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' ||
+			c == '\r' || c == '\t')
+			n += 2;
+		else if (c < 0x20)
+			n += 6;
+		else
+			n += 1;
+	}
+	return n;
+}
+
+/*
  * Render an entry's fields for the dead-letter table (SPEC §2): a jsonb
  * object of name -> value, in entry order.  Names and values are escaped
  * by codec_escape (NUL and invalid UTF-8 bytes as \xNN) and cut to
  * PROCESSOR_DL_VALUE_MAX bytes each on a character boundary.  The object is
- * capped at PROCESSOR_DL_FIELDS_MAX bytes of names and values: the first
- * field that would pass the cap, and every field after it, are left out.
+ * capped at PROCESSOR_DL_FIELDS_MAX bytes of its text form (what
+ * fields::text shows): the first field that would pass the cap, and every
+ * field after it, are left out.
  * A repeated name keeps its last value (jsonb's rule).  NULL for an entry
  * without fields.  The escaped strings are valid UTF-8 without NULs, far
  * below jsonb's size limits, so nothing here can raise an ERROR.
@@ -732,7 +759,7 @@ codec_dead_letter_fields(const StreamEntry *entry)
 {
 	JsonbParseState *state = NULL;
 	JsonbValue *res;
-	int64		total = 0;
+	int64		total = 2;		/* the braces */
 	int			i;
 
 	if (entry->nfields < 0)
@@ -754,7 +781,9 @@ codec_dead_letter_fields(const StreamEntry *entry)
 											entry->value_lens[i],
 											PROCESSOR_DL_VALUE_MAX,
 											&value.val.string.len, &cut);
-		total += name.val.string.len + value.val.string.len;
+		/* "name": "value", with the separators */
+		total += json_text_len(name.val.string.val, name.val.string.len) +
+			json_text_len(value.val.string.val, value.val.string.len) + 4;
 		if (total > PROCESSOR_DL_FIELDS_MAX)
 			break;
 		pushJsonbValue(&state, WJB_KEY, &name);

@@ -279,8 +279,18 @@ processor_replay_dead_letters_1_0(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	table = dead_letter_table_name();
+	/*
+	 * Dead letters whose stored fields cannot stand for the entry are never
+	 * replayed: jsonb keeps one of duplicate keys, and NUL bytes, invalid
+	 * UTF-8 and oversized values were escaped or cut when they were stored.
+	 */
 	sql = psprintf("SELECT stream, stream_id, fields FROM %s"
-				   " WHERE fields IS NOT NULL%s FOR UPDATE", table,
+				   " WHERE fields IS NOT NULL"
+				   " AND NOT pg_catalog.starts_with(error, 'duplicate key: ')"
+				   " AND NOT pg_catalog.starts_with(error, 'entry too large: ')"
+				   " AND pg_catalog.strpos(error, 'UTF-8') = 0"
+				   " AND pg_catalog.strpos(error, 'control character') = 0"
+				   "%s FOR UPDATE", table,
 				   has_since ?
 				   " AND failed_at OPERATOR(pg_catalog.>=) $1" : "");
 	portal = SPI_cursor_open_with_args(NULL, sql, has_since ? 1 : 0,

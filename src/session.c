@@ -128,7 +128,6 @@ connect_redis(Worker *w)
 	}
 
 	redis_set_max_reply_bytes(w->redis, processor_max_reply_bytes);
-	w->read_count = processor_batch_size;
 	strlcpy(w->claim_cursor, "0-0", sizeof(w->claim_cursor));
 	worker_set_string(&w->redis_key, session_settings_key());
 	stats_set_redis_connected(true);

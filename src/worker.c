@@ -411,7 +411,8 @@ recover_from_error(Worker *w, MemoryContext loop_cxt)
 	LWLockReleaseAll();
 	MemoryContextSwitchTo(loop_cxt);
 	edata = CopyErrorData();
-	AbortCurrentTransaction();
+	/* out of every level: the writer may have been in a subtransaction */
+	AbortOutOfAnyTransaction();
 	FlushErrorState();
 	MemoryContextSwitchTo(loop_cxt);
 

@@ -44,7 +44,6 @@ typedef struct Batch
 	StreamEntry *entries;
 	int			nentries;
 	Position   *positions;
-	const char **position_ids;
 	const StreamEntry **position_entries;	/* the entry of each position */
 	int			npositions;
 	DeadLetter *dead;

@@ -113,9 +113,10 @@ sub _quote
 =item wait_for_rows($node, $sql, $expected [, dbname =E<gt> 'postgres'])
 
 Poll $sql (one value, or rows as psql -At prints them) until it returns
-$expected, up to the TAP timeout (PG_TEST_TIMEOUT_DEFAULT, 60 s under
-C<make test>).  A query that fails, e.g. because the worker has not created
-the table yet, just polls again.  Returns true on success; on timeout it
+$expected, up to the TAP timeout (PG_TEST_TIMEOUT_DEFAULT, 30 s under
+C<make test>; poll_query_until makes 10 tries per second of it, so a wait
+in vain lasts about twice that).  A query that fails, e.g. because the
+worker has not created the table yet, just polls again.  Returns true on success; on timeout it
 also prints the worker's stats and the tail of the server log.
 
 =cut

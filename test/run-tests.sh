@@ -23,8 +23,10 @@
 #
 # Environment: PG_CONFIG (default PostgreSQL 15's), KEEP_TEST_DIR=1 keeps the
 # directory on success too, PROVE_TESTS / PROVE_FLAGS / EXTRA_REGRESS_OPTS
-# are passed on to make, PG_TEST_TIMEOUT_DEFAULT (default 60 s) bounds each
-# wait of the TAP tests.
+# are passed on to make, PG_TEST_TIMEOUT_DEFAULT (default 30 s) bounds each
+# wait of the TAP tests (PostgreSQL's own default is 180 s; here a worker
+# that works lands entries in well under a second, and a test that waits in
+# vain for a broken feature should not cost minutes per wait).
 
 set -euo pipefail
 
@@ -57,6 +59,7 @@ export PG_CONFIG
 # 2. Build and install
 say "build ($("$PG_CONFIG" --version))"
 make --no-print-directory -j2 PG_CONFIG="$PG_CONFIG" </dev/null
+make --no-print-directory PG_CONFIG="$PG_CONFIG" bench/loadgen </dev/null	# the simulator, for the tests and the demo
 
 pkglibdir=$("$PG_CONFIG" --pkglibdir)
 extdir="$("$PG_CONFIG" --sharedir)/extension"
@@ -102,7 +105,7 @@ run_in_workdir()
 {
 	(cd "$workdir" &&
 		"${run_as[@]}" env \
-			PG_TEST_TIMEOUT_DEFAULT="${PG_TEST_TIMEOUT_DEFAULT:-60}" \
+			PG_TEST_TIMEOUT_DEFAULT="${PG_TEST_TIMEOUT_DEFAULT:-30}" \
 			make --no-print-directory "${make_vars[@]}" "$@" </dev/null)
 }
 
@@ -116,6 +119,15 @@ run_in_workdir regresscheck 2>&1 | tee "$workdir/regresscheck.out" ||
 tap_status=0
 say "TAP tests (prove test/t/*.pl) in $workdir"
 run_in_workdir tapcheck 2>&1 | tee "$workdir/tapcheck.out" || tap_status=$?
+
+# The codec under libFuzzer for FUZZ_TIME seconds (default 60); skipped
+# with FUZZ_TIME=0.
+fuzz_status=0
+if [[ "${FUZZ_TIME:-60}" != 0 ]]; then
+	say "fuzzing the codec (make fuzzcheck, ${FUZZ_TIME:-60} s) in $workdir"
+	run_in_workdir fuzzcheck FUZZ_TIME="${FUZZ_TIME:-60}" 2>&1 |
+		tee "$workdir/fuzzcheck.out" | tail -n 40 || fuzz_status=$?
+fi
 
 # 5. Report
 regress_ok=$(grep -cE '\.\.\. ok( |$)' "$workdir/regresscheck.out" || true)
@@ -177,7 +189,11 @@ if [[ $tap_status -ne 0 ]]; then
 	done
 fi
 
-if [[ $regress_status -ne 0 || $tap_status -ne 0 ]]; then
+if [[ $fuzz_status -ne 0 ]]; then
+	say "fuzzing FAILED: see $workdir/fuzzcheck.out"
+fi
+
+if [[ $regress_status -ne 0 || $tap_status -ne 0 || $fuzz_status -ne 0 ]]; then
 	say "logs kept in $workdir"
 	echo "  pg_regress: $workdir/regression.diffs, $workdir/results/," \
 		"$workdir/log/ (postmaster.log, initdb.log)"
@@ -190,9 +206,13 @@ else
 fi
 
 # One summary line, counting test files: pg_regress tests + TAP scripts.
-passed=$((regress_ok + tap_files - tap_failed))
-failed=$((regress_failed + tap_failed))
+fuzz_ran=0
+[[ "${FUZZ_TIME:-60}" != 0 ]] && fuzz_ran=1
+fuzz_failed=0
+[[ $fuzz_status -ne 0 ]] && fuzz_failed=1
+passed=$((regress_ok + tap_files - tap_failed + fuzz_ran - fuzz_failed))
+failed=$((regress_failed + tap_failed + fuzz_failed))
 echo
 echo "processor: $passed passed, $failed failed"
 
-[[ $regress_status -eq 0 && $tap_status -eq 0 ]]
+[[ $regress_status -eq 0 && $tap_status -eq 0 && $fuzz_status -eq 0 ]]
