@@ -62,6 +62,37 @@ delivery_error(const StreamEntry *e)
 }
 
 /*
+ * Decode one entry in the worker's scratch context and keep only the
+ * result (in the caller's context, the batch's): parsing leaves several
+ * kilobytes of lexer and builder state per entry, which would otherwise
+ * pile up in the batch context and be handed back to the kernel after
+ * every batch, costing page faults on the next.
+ */
+static bool
+decode_entry(Worker *w, const StreamEntry *e, Position *pos, char **error)
+{
+	MemoryContext batch_cxt = CurrentMemoryContext;
+	Position	tmp;
+	bool		ok;
+
+	MemoryContextSwitchTo(w->decode_cxt);
+	ok = codec_decode_entry(e, processor_max_entry_bytes, &tmp, error);
+	MemoryContextSwitchTo(batch_cxt);
+
+	if (ok)
+	{
+		*pos = tmp;
+		pos->device_id = pstrdup(tmp.device_id);
+		pos->attributes = palloc(VARSIZE(tmp.attributes));
+		memcpy(pos->attributes, tmp.attributes, VARSIZE(tmp.attributes));
+	}
+	else
+		*error = pstrdup(*error);
+	MemoryContextReset(w->decode_cxt);
+	return ok;
+}
+
+/*
  * Decode every entry of the batch into positions and dead letters, and
  * list the ids to acknowledge once the batch commits.  Done once per batch,
  * outside the transaction: decoding needs no catalog access.
@@ -86,8 +117,7 @@ decode_batch(Worker *w, Batch *b)
 			error = pstrdup(e->error ? e->error : "entry no longer in stream");
 		else if (too_many_deliveries(e) && processor_dead_letter)
 			error = delivery_error(e);
-		else if (codec_decode_entry(e, processor_max_entry_bytes,
-									&b->positions[b->npositions], &error))
+		else if (decode_entry(w, e, &b->positions[b->npositions], &error))
 		{
 			/* with dead_letter off, only a valid entry is dead-lettered */
 			if (too_many_deliveries(e))
@@ -132,7 +162,7 @@ batch_drop(Worker *w)
  * entries come back as duplicates: nothing is lost either way.
  */
 static RedisResult
-send_ack(Worker *w)
+send_ack(Worker *w, bool interrupts_held)
 {
 	Batch	   *b = &w->batch;
 	RedisResult rc = REDIS_OK;
@@ -140,19 +170,23 @@ send_ack(Worker *w)
 
 	if (b->nack > 0)
 	{
-		/*
-		 * Interrupts may be held (from COMMIT): give the reply at most a
-		 * second (SPEC §3); a late one only means redeliveries.
-		 */
-		int			timeout = redis_set_reply_timeout(w->redis,
-													  Min(processor_redis_timeout,
-														  ACK_TIMEOUT_MS));
-
 		w->in_redis = true;
 		rc = redis_ack(w->redis, b->stream, b->group, b->ack_ids, b->nack,
-					   &acked);
+					   interrupts_held ? ACK_TIMEOUT_MS : -1, &acked);
+		if (rc == REDIS_INTERRUPTED)
+		{
+			/*
+			 * Interrupts are held from COMMIT for at most a second (SPEC
+			 * §3): let a pending SIGTERM in, then wait on for the reply as
+			 * for any command.  Dying here leaves the batch committed and
+			 * pending, to come back as duplicates.
+			 */
+			RESUME_INTERRUPTS();
+			CHECK_FOR_INTERRUPTS();
+			rc = redis_ack_resume(w->redis, &acked);
+			HOLD_INTERRUPTS();	/* the caller resumes */
+		}
 		w->in_redis = false;
-		redis_set_reply_timeout(w->redis, timeout);
 	}
 	if (rc != REDIS_OK && rc != REDIS_NOGROUP)
 		return rc;
@@ -171,7 +205,7 @@ send_ack(Worker *w)
 void
 batch_ack(Worker *w)
 {
-	RedisResult rc = send_ack(w);
+	RedisResult rc = send_ack(w, false);
 
 	if (rc != REDIS_OK)
 		session_failed(w, rc, "XACK");
@@ -243,7 +277,7 @@ batch_process(Worker *w)
 		return;
 
 	/* interrupts are held since COMMIT; the ACK goes out first */
-	rc = send_ack(w);
+	rc = send_ack(w, true);
 	RESUME_INTERRUPTS();
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);

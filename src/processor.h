@@ -276,10 +276,16 @@ extern RedisResult redis_read_group_resume(RedisConn *conn,
 										   StreamEntry **entries,
 										   int *nentries);
 
-/* XACK stream group id...; *acked gets the number Redis acknowledged. */
+/*
+ * XACK stream group id...; *acked gets the number Redis acknowledged.  With
+ * soft_ms >= 0, a reply slower than soft_ms returns REDIS_INTERRUPTED and
+ * leaves the connection waiting: redis_ack_resume then collects the reply
+ * within the full deadline (the worker serves interrupts in between).
+ */
 extern RedisResult redis_ack(RedisConn *conn, const char *stream,
 							 const char *group, char **ids, int nids,
-							 int64 *acked);
+							 int64 soft_ms, int64 *acked);
+extern RedisResult redis_ack_resume(RedisConn *conn, int64 *acked);
 
 /* ----------------------------------------------------------------
  * stream.c: consumer-group bookkeeping (rare path)

@@ -69,7 +69,8 @@ typedef enum RedisWaitResult
 {
 	RWAIT_READY,				/* the socket is ready */
 	RWAIT_TIMEOUT,				/* the deadline of the call passed */
-	RWAIT_RELOAD				/* a SIGHUP arrived during the call */
+	RWAIT_RELOAD,				/* a SIGHUP arrived during the call */
+	RWAIT_SOFT					/* the call's soft deadline passed */
 } RedisWaitResult;
 
 struct RedisConn
@@ -82,6 +83,8 @@ struct RedisConn
 	/* The call in progress. */
 	instr_time	call_start;
 	int64		call_timeout_ms;	/* < 0: no deadline */
+	int64		soft_timeout_ms;	/* < 0: none (the call in progress) */
+	int64		next_soft_timeout_ms;	/* for the next call only */
 	bool		reload_was_pending; /* ConfigReloadPending at call start */
 	int64		reply_bytes;	/* bytes received since the command was sent */
 
@@ -89,6 +92,8 @@ struct RedisConn
 };
 
 static void redis_set_error(RedisConn *conn, const char *fmt,...) pg_attribute_printf(2, 3);
+static RedisResult redis_ack_reply(RedisConn *conn, redisReply *reply,
+								   int64 *acked);
 static RedisResult redis_read_group_reply(RedisConn *conn, redisReply *reply,
 										  StreamEntry **entries,
 										  int *nentries);
@@ -129,6 +134,7 @@ redis_begin(RedisConn *conn, int64 timeout_ms)
 {
 	INSTR_TIME_SET_CURRENT(conn->call_start);
 	conn->call_timeout_ms = timeout_ms;
+	conn->soft_timeout_ms = -1;
 	conn->reload_was_pending = ConfigReloadPending;
 	conn->reply_bytes = 0;
 }
@@ -157,6 +163,15 @@ redis_wait(RedisConn *conn, int socket_event)
 			remaining = conn->call_timeout_ms - INSTR_TIME_GET_MILLISEC(elapsed);
 			if (remaining <= 0)
 				return RWAIT_TIMEOUT;
+			if (conn->soft_timeout_ms >= 0)
+			{
+				double		soft = conn->soft_timeout_ms -
+					INSTR_TIME_GET_MILLISEC(elapsed);
+
+				if (soft <= 0)
+					return RWAIT_SOFT;
+				remaining = Min(remaining, soft);
+			}
 			/* round up, so that we never spin on a zero timeout */
 			timeout = (long) remaining + 1;
 			events |= WL_TIMEOUT;
@@ -258,10 +273,13 @@ redis_receive(RedisConn *conn, redisReply **reply)
 			return REDIS_OK;
 		}
 
-		if ((wait = redis_wait(conn, WL_SOCKET_READABLE)) == RWAIT_RELOAD)
+		if ((wait = redis_wait(conn, WL_SOCKET_READABLE)) == RWAIT_RELOAD ||
+			wait == RWAIT_SOFT)
 		{
 			/* the command is out whole: its reply can still be collected */
-			redis_set_error(conn, "interrupted by a configuration reload");
+			redis_set_error(conn, wait == RWAIT_SOFT ?
+							"reply slower than the soft deadline" :
+							"interrupted by a configuration reload");
 			conn->state = RCONN_AWAITING;
 			return REDIS_INTERRUPTED;
 		}
@@ -354,6 +372,8 @@ redis_call(RedisConn *conn, int argc, const char **argv,
 	 */
 	if (block_ms <= 0)
 		conn->reload_was_pending = true;
+	conn->soft_timeout_ms = conn->next_soft_timeout_ms;
+	conn->next_soft_timeout_ms = -1;
 	result = redis_roundtrip(conn, argc, argv, argvlen, reply);
 	if (result == REDIS_OK)
 		conn->state = RCONN_IDLE;
@@ -560,6 +580,7 @@ redis_connect(const char *host, int port, const char *user,
 		return NULL;
 	}
 	conn->reply_timeout_ms = reply_timeout_ms;
+	conn->next_soft_timeout_ms = -1;
 	conn->state = RCONN_BUSY;
 	redis_begin(conn, connect_timeout_ms > 0 ? connect_timeout_ms : -1);
 
@@ -912,7 +933,7 @@ redis_read_group_reply(RedisConn *conn, redisReply *reply,
  */
 RedisResult
 redis_ack(RedisConn *conn, const char *stream, const char *group,
-		  char **ids, int nids, int64 *acked)
+		  char **ids, int nids, int64 soft_ms, int64 *acked)
 {
 	const char **argv;
 	redisReply *reply;
@@ -931,10 +952,20 @@ redis_ack(RedisConn *conn, const char *stream, const char *group,
 	for (i = 0; i < nids; i++)
 		argv[i + 3] = ids[i];
 
+	conn->next_soft_timeout_ms = soft_ms;
 	result = redis_call(conn, nids + 3, argv, NULL, 0, &reply);
 	pfree(argv);
 	if (result != REDIS_OK)
 		return result;
+	return redis_ack_reply(conn, reply, acked);
+}
+
+/*
+ * Check an XACK reply and free it.
+ */
+static RedisResult
+redis_ack_reply(RedisConn *conn, redisReply *reply, int64 *acked)
+{
 	if (reply->type == REDIS_REPLY_ERROR)
 		return redis_error_reply(conn, reply);
 	if (reply->type != REDIS_REPLY_INTEGER)
@@ -942,6 +973,33 @@ redis_ack(RedisConn *conn, const char *stream, const char *group,
 	*acked = reply->integer;
 	freeReplyObject(reply);
 	return REDIS_OK;
+}
+
+/*
+ * redis_ack_resume
+ *		Go on waiting, within the call's full deadline, for the reply of an
+ *		XACK that returned REDIS_INTERRUPTED at its soft deadline.
+ */
+RedisResult
+redis_ack_resume(RedisConn *conn, int64 *acked)
+{
+	redisReply *reply;
+	RedisResult result;
+
+	*acked = 0;
+	if (conn == NULL || conn->state != RCONN_AWAITING)
+	{
+		if (conn)
+			redis_drop(conn);
+		return REDIS_FAILED;
+	}
+	conn->state = RCONN_BUSY;
+	conn->soft_timeout_ms = -1;
+	result = redis_receive(conn, &reply);
+	if (result != REDIS_OK)
+		return result;
+	conn->state = RCONN_IDLE;
+	return redis_ack_reply(conn, reply, acked);
 }
 
 /* Check that every string and array in a reply fits an int.  No allocation. */

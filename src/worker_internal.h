@@ -59,6 +59,7 @@ typedef struct Worker
 {
 	int			number;
 	MemoryContext batch_cxt;	/* the batch; reset once it is acknowledged */
+	MemoryContext decode_cxt;	/* one entry's decoding; reset after each */
 	Batch		batch;
 
 	RedisConn  *redis;
