@@ -5,13 +5,22 @@
  *
  * The extension is split by concern:
  *	processor.c	_PG_init, GUC definitions, background worker registration
- *	worker.c	the worker's main loop: startup order, batches, backoff
- *	redis.c		hiredis connection, non-blocking I/O, stream commands
+ *	worker.c	the worker's main loop: startup order, reloads, backoff,
+ *				error recovery (with session.c and batch.c, sharing
+ *				worker_internal.h)
+ *	session.c	the worker's Redis side: connection, group, what to read,
+ *				ownership of held entries
+ *	batch.c		a batch's life: decode, state, transaction, XACK
+ *	redis.c		hiredis connection, non-blocking I/O, XREADGROUP and XACK
+ *	stream.c	rare-path group commands: XPENDING, XAUTOCLAIM, XCLAIM, XINFO
  *	codec.c		stream entry -> Position (both wire encodings), dead-letter
- *				field rendering
+ *				field rendering; codec_json.c parses the JSON
  *	tables.c	existence, creation and validation of the two tables
- *	writer.c	SPI insert of a batch's positions and dead letters
- *	funcs.c		SQL-callable functions
+ *	writer.c	SPI insert of positions and dead letters, row-level isolation
+ *	state.c		shared-memory device table (hash + LRU)
+ *	stats.c		shared-memory per-worker stats slots
+ *	funcs.c		processor.decode(); funcs_monitor.c the inspection
+ *				functions; replay.c processor.replay_dead_letters()
  *
  * Memory: a StreamEntry and a Position live in the palloc context that was
  * current when they were made (the worker's per-batch context).  Nothing in
