@@ -35,13 +35,17 @@ use warnings;
 
 use Carp;
 use Exporter 'import';
+use IO::Socket::INET;
+use IPC::Run;
 use Time::HiRes qw(usleep);
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-our @EXPORT = qw(new_node wait_for_rows poll_until pending_count log_tail);
+our @EXPORT = qw(new_node wait_for_rows poll_until pending_count log_tail
+  stream_groups pending_entries worker_stat target_table_ddl
+  dead_letter_table_ddl sample_pending build_loadgen);
 
 =pod
 
@@ -201,6 +205,301 @@ sub log_tail
 	  grep { index($_, $appname) < 0 } split /\n/, slurp_file($node->logfile);
 	splice(@all, 0, @all - $lines) if @all > $lines;
 	return join("\n", @all) . "\n";
+}
+
+=pod
+
+=item stream_groups($redis, $stream)
+
+The consumer groups of a stream (XINFO GROUPS): a hash ref, group name =>
+{ field => value }; empty when the stream does not exist.
+
+=cut
+
+sub stream_groups
+{
+	my ($redis, $key) = @_;
+	my @lines = split /\n/, $redis->cli('XINFO', 'GROUPS', $key), -1;
+	my (%groups, $cur);
+	while (@lines >= 2)
+	{
+		my ($k, $v) = splice(@lines, 0, 2);
+		$cur = $groups{$v} = {} if $k eq 'name';
+		$cur->{$k} = $v if $cur;
+	}
+	return \%groups;
+}
+
+=pod
+
+=item pending_entries($redis [, $stream, $group])
+
+The group's extended XPENDING (up to 1000 entries), default stream
+C<telemetry:t> and group C<processor>: a hash ref, id =E<gt> { id,
+consumer, idle, count }.
+
+=cut
+
+sub pending_entries
+{
+	my ($redis, $stream, $group) = @_;
+	my @l = split /\n/,
+	  $redis->cli('XPENDING', $stream // 'telemetry:t', $group // 'processor',
+		'-', '+', '1000');
+	my %out;
+	while (@l >= 4)
+	{
+		my ($id, $consumer, $idle, $count) = splice(@l, 0, 4);
+		$out{$id} =
+		  { id => $id, consumer => $consumer, idle => $idle, count => $count };
+	}
+	return \%out;
+}
+
+=pod
+
+=item worker_stat($node, $expr)
+
+$expr (a column of processor.stats(), or an expression over its columns)
+for worker 1, as psql prints it.
+
+=cut
+
+sub worker_stat
+{
+	my ($node, $expr) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT $expr FROM processor.stats() WHERE worker = 1");
+}
+
+=pod
+
+=item target_table_ddl(%opts)
+
+A CREATE TABLE statement (no trailing semicolon) for a target table with
+exactly the columns the worker creates (F<src/tables.c>, C<target_ddl>), as
+a user would pre-create it.  Options:
+
+  name          table name, default public.positions
+  primary_key   0 leaves out PRIMARY KEY (device_id, ts) (default 1)
+  extra         more table elements (a string, or an array ref of them),
+                e.g. 'CONSTRAINT c CHECK (lat <> 13)'
+  partition_by  e.g. 'RANGE (ts)': appends PARTITION BY ...
+  types         { column => 'definition' }: replaces a column's type and
+                constraints, e.g. { lat => 'point' }
+
+=cut
+
+my @target_columns = (
+	[ device_id => 'text             NOT NULL' ],
+	[ ts => 'timestamptz      NOT NULL' ],
+	[ lat => 'double precision NOT NULL' ],
+	[ lon => 'double precision NOT NULL' ],
+	[ altitude => 'double precision' ],
+	[ speed => 'double precision' ],
+	[ heading => 'double precision' ],
+	[ satellites => 'integer' ],
+	[ priority => 'integer' ],
+	[ attributes => q{jsonb            NOT NULL DEFAULT '{}'} ],
+	[ stream_id => 'text' ],
+	[ received_at => 'timestamptz      NOT NULL DEFAULT now()' ]);
+
+sub target_table_ddl
+{
+	my (%opts) = @_;
+	my $name = $opts{name} // 'public.positions';
+	my $types = $opts{types} // {};
+	my @elems = map {
+		sprintf('%-11s %s', $_->[0], $types->{ $_->[0] } // $_->[1])
+	} @target_columns;
+	push @elems, 'PRIMARY KEY (device_id, ts)'
+	  if $opts{primary_key} // 1;
+	my $extra = $opts{extra};
+	push @elems, ref $extra ? @$extra : $extra if defined $extra;
+	my $ddl = "CREATE TABLE $name (\n\t" . join(",\n\t", @elems) . ")";
+	$ddl .= " PARTITION BY $opts{partition_by}" if defined $opts{partition_by};
+	return $ddl;
+}
+
+=pod
+
+=item dead_letter_table_ddl(%opts)
+
+A CREATE TABLE statement (no trailing semicolon) for a dead letter table
+with exactly the worker's columns (F<src/tables.c>, C<dead_letter_ddl>).
+C<name>, default public.positions_dead_letter.
+
+=cut
+
+sub dead_letter_table_ddl
+{
+	my (%opts) = @_;
+	my $name = $opts{name} // 'public.positions_dead_letter';
+	return "CREATE TABLE $name (
+	stream      text        NOT NULL,
+	stream_id   text        NOT NULL,
+	fields      jsonb,
+	error       text        NOT NULL,
+	deliveries  integer,
+	failed_at   timestamptz NOT NULL DEFAULT now(),
+	UNIQUE (stream, stream_id))";
+}
+
+=pod
+
+=item sample_pending($redis, seconds =E<gt> $s, %opts)
+
+Sample the group's extended XPENDING (up to 100 entries) every ~20 ms for
+$s seconds on one Redis connection (a minimal RESP client: starting
+redis-cli for each sample is too slow on a busy machine).  Options:
+
+  stream      default telemetry:t
+  group       default processor
+  ids         an array ref of entry ids to follow; without it, every
+              pending entry is followed
+  thief_min_idle
+              after each sample, another consumer ("thief") runs
+              XAUTOCLAIM ... <thief_min_idle ms> 0-0 JUSTID
+
+Returns a hash ref:
+
+  samples     number of samples
+  elapsed     seconds the sampling took
+  max_idle    highest idle time (ms) of a followed entry
+  max_count   highest delivery count of a followed entry
+  consumers   (with ids) consumer => number of (sample, id) pairs that
+              were pending on it; '(not pending)' for the others
+  seen        "id:consumer id:consumer ..." of all pending entries, in
+              XPENDING order => number of samples that showed it
+  stolen      ids XAUTOCLAIM claimed, joined by spaces ('' if none)
+
+=cut
+
+sub sample_pending
+{
+	my ($redis, %opts) = @_;
+	my $seconds = $opts{seconds} // croak 'sample_pending: seconds';
+	my $stream = $opts{stream} // 'telemetry:t';
+	my $group = $opts{group} // 'processor';
+	my $ids = $opts{ids};
+
+	my $sock = IO::Socket::INET->new(
+		PeerAddr => $redis->host,
+		PeerPort => $redis->port,
+		Proto => 'tcp') or die "connect to Redis: $!";
+	my %r = (
+		samples => 0,
+		max_idle => 0,
+		max_count => 0,
+		consumers => {},
+		seen => {},
+		stolen => '');
+	my $start = Time::HiRes::time();
+	while (Time::HiRes::time() - $start < $seconds)
+	{
+		my @p = @{ _resp($sock, 'XPENDING', $stream, $group, '-', '+', '100') };
+		$r{samples}++;
+		$r{seen}{ join(' ', map { "$_->[0]:$_->[1]" } @p) }++;
+		my @followed;
+		if ($ids)
+		{
+			my %p = map { $_->[0] => $_ } @p;
+			foreach my $id (@$ids)
+			{
+				my $e = $p{$id};
+				if (!defined $e)
+				{
+					$r{consumers}{'(not pending)'}++;
+					next;
+				}
+				$r{consumers}{ $e->[1] }++;
+				push @followed, $e;
+			}
+		}
+		else
+		{
+			@followed = @p;
+		}
+		foreach my $e (@followed)
+		{
+			$r{max_idle} = $e->[2] if $e->[2] > $r{max_idle};
+			$r{max_count} = $e->[3] if $e->[3] > $r{max_count};
+		}
+		if (defined $opts{thief_min_idle})
+		{
+			# [cursor, [claimed ids], [deleted ids]]
+			my $c = _resp($sock, 'XAUTOCLAIM', $stream, $group, 'thief',
+				$opts{thief_min_idle}, '0-0', 'JUSTID');
+			$r{stolen} .= join(' ', @{ $c->[1] });
+		}
+		usleep(20_000);
+	}
+	$r{elapsed} = Time::HiRes::time() - $start;
+	close($sock);
+	return \%r;
+}
+
+# A minimal RESP client: send a command, return the reply: a string, an
+# integer, undef (nil), an array ref; dies on an error reply.
+sub _resp
+{
+	my ($sock, @args) = @_;
+	my $req = '*' . scalar(@args) . "\r\n";
+	$req .= '$' . length($_) . "\r\n$_\r\n" foreach @args;
+	print $sock $req or die "send: $!";
+	return _resp_read($sock);
+}
+
+sub _resp_read
+{
+	my ($sock) = @_;
+	my $line = <$sock>;
+	die "connection closed" unless defined $line;
+	$line =~ s/\r\n$//;
+	my ($type, $rest) = (substr($line, 0, 1), substr($line, 1));
+	return $rest if $type eq '+' || $type eq ':';
+	die "error reply: $rest\n" if $type eq '-';
+	if ($type eq '$')
+	{
+		return undef if $rest < 0;
+		my $buf = '';
+		while (length($buf) < $rest + 2)
+		{
+			my $n = read($sock, $buf, $rest + 2 - length($buf), length($buf));
+			die "connection closed" unless $n;
+		}
+		return substr($buf, 0, $rest);
+	}
+	if ($type eq '*')
+	{
+		return undef if $rest < 0;
+		return [ map { _resp_read($sock) } 1 .. $rest ];
+	}
+	die "unexpected reply: $line";
+}
+
+=pod
+
+=item build_loadgen()
+
+Build bench/loadgen in the tree the tests run from (C<TESTDIR>; make
+tapcheck runs them in a copy owned by the test user) and return its path.
+Bails out if TESTDIR is unset or the build fails.
+
+=cut
+
+sub build_loadgen
+{
+	my $srcdir = $ENV{TESTDIR}
+	  or die "TESTDIR is not set (run through make tapcheck)";
+	my $loadgen = "$srcdir/bench/loadgen";
+	my ($out, $err) = ('', '');
+	my $built = IPC::Run::run(
+		[ 'make', '--no-print-directory', '-C', $srcdir, 'bench/loadgen' ],
+		'<', \undef, '>', \$out, '2>', \$err);
+	BAIL_OUT("make bench/loadgen failed:\n$out$err")
+	  unless $built && -x $loadgen;
+	return $loadgen;
 }
 
 =pod

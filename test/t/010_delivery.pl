@@ -25,27 +25,12 @@ use ProcessorTest;
 
 my $stream = 'telemetry:t';
 
-# The consumer groups of a stream (XINFO GROUPS): name => { field => value }.
-sub groups
-{
-	my ($redis, $key) = @_;
-	my @lines = split /\n/, $redis->cli('XINFO', 'GROUPS', $key), -1;
-	my (%groups, $cur);
-	while (@lines >= 2)
-	{
-		my ($k, $v) = splice(@lines, 0, 2);
-		$cur = $groups{$v} = {} if $k eq 'name';
-		$cur->{$k} = $v if $cur;
-	}
-	return \%groups;
-}
-
 # True once group "processor" has delivered everything up to $id and has
 # nothing pending.
 sub caught_up
 {
 	my ($redis, $id) = @_;
-	my $g = groups($redis, $stream)->{processor};
+	my $g = stream_groups($redis, $stream)->{processor};
 	return
 		 defined $g
 	  && $g->{'last-delivered-id'} eq $id

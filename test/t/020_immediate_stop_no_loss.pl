@@ -23,21 +23,6 @@ use ProcessorTest;
 my $stream = 'telemetry:t';
 my $total = 20_000;
 
-# The consumer groups of a stream (XINFO GROUPS): name => { field => value }.
-sub groups
-{
-	my ($redis, $key) = @_;
-	my @lines = split /\n/, $redis->cli('XINFO', 'GROUPS', $key), -1;
-	my (%groups, $cur);
-	while (@lines >= 2)
-	{
-		my ($k, $v) = splice(@lines, 0, 2);
-		$cur = $groups{$v} = {} if $k eq 'name';
-		$cur->{$k} = $v if $cur;
-	}
-	return \%groups;
-}
-
 my $redis = RedisServer->new;
 my $node = new_node(
 	'immediate',
@@ -91,7 +76,7 @@ cmp_ok($seen, '>', 0, "rows started to land ($seen seen)");
 $node->stop('immediate');
 
 # With the server down, Redis tells how far the worker got.
-my $g = groups($redis, $stream)->{processor};
+my $g = stream_groups($redis, $stream)->{processor};
 my $unread = $g->{lag} ne '' ? $g->{lag} : $total - ($g->{'entries-read'} || 0);
 note "at the stop: pending $g->{pending}, lag $g->{lag},"
   . " entries-read $g->{'entries-read'}";

@@ -18,21 +18,6 @@ use ProcessorTest;
 my $stream_a = 'switch:A';
 my $stream_b = 'switch:B';
 
-# The consumer groups of a stream (XINFO GROUPS): name => { field => value }.
-sub groups
-{
-	my ($redis, $key) = @_;
-	my @lines = split /\n/, $redis->cli('XINFO', 'GROUPS', $key), -1;
-	my (%groups, $cur);
-	while (@lines >= 2)
-	{
-		my ($k, $v) = splice(@lines, 0, 2);
-		$cur = $groups{$v} = {} if $k eq 'name';
-		$cur->{$k} = $v if $cur;
-	}
-	return \%groups;
-}
-
 sub position
 {
 	my ($device) = @_;
@@ -56,7 +41,7 @@ ok( wait_for_rows(
 	'entry on stream A lands');
 ok(poll_until(sub { pending_count($redis, $stream_a) == 0 }),
 	'nothing pending on A');
-ok(exists groups($redis, $stream_a)->{processor},
+ok(exists stream_groups($redis, $stream_a)->{processor},
 	'group "processor" exists on A');
 is($redis->cli('EXISTS', $stream_b), '0', 'stream B does not exist yet');
 
@@ -72,7 +57,7 @@ $node->safe_psql('postgres', 'SELECT pg_reload_conf()');
 
 ok( poll_until(
 		sub { $redis->cli('EXISTS', $stream_b) eq '1'
-			  && exists groups($redis, $stream_b)->{processor} }),
+			  && exists stream_groups($redis, $stream_b)->{processor} }),
 	'after the reload, group "processor" exists on B (XINFO GROUPS B)');
 ok( $node->wait_for_log(
 		qr/consumer group "processor" on "\Q$stream_b\E" ready/, $log_offset),
@@ -109,7 +94,7 @@ is( $node->safe_psql(
 		q{SELECT count(*) FROM public.positions WHERE device_id = 'on-a-2'}),
 	'0',
 	'entry added to A after the switch is not stored');
-my $ga = groups($redis, $stream_a)->{processor};
+my $ga = stream_groups($redis, $stream_a)->{processor};
 is($ga->{'last-delivered-id'}, $id_a1,
 	'group on A has not delivered the new entry (last-delivered-id unchanged)');
 is($ga->{pending}, '0', 'nothing pending on A');

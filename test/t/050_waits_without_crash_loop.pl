@@ -26,21 +26,6 @@ use ProcessorTest;
 
 my $stream = 'telemetry:t';
 
-# The consumer groups of a stream (XINFO GROUPS): name => { field => value }.
-sub groups
-{
-	my ($redis, $key) = @_;
-	my @lines = split /\n/, $redis->cli('XINFO', 'GROUPS', $key), -1;
-	my (%groups, $cur);
-	while (@lines >= 2)
-	{
-		my ($k, $v) = splice(@lines, 0, 2);
-		$cur = $groups{$v} = {} if $k eq 'name';
-		$cur->{$k} = $v if $cur;
-	}
-	return \%groups;
-}
-
 # How many lines of the server log, from byte $offset on, match $re.
 sub count_log
 {
@@ -148,7 +133,7 @@ my $id_c = $redis->xadd(
 	lat => '1',
 	lon => '2');
 usleep(2_000_000);
-my $g = groups($redis, $stream)->{processor};
+my $g = stream_groups($redis, $stream)->{processor};
 is($g->{'last-delivered-id'}, $id_b,
 	'while the schema is missing nothing is read from the stream');
 is($node->safe_psql('postgres',

@@ -21,22 +21,6 @@ use ProcessorTest;
 
 my $stream = 'telemetry:t';
 
-# The consumer groups of a stream (XINFO GROUPS): name => { field => value };
-# empty when the stream does not exist.
-sub groups
-{
-	my ($redis, $key) = @_;
-	my @lines = split /\n/, $redis->cli('XINFO', 'GROUPS', $key), -1;
-	my (%groups, $cur);
-	while (@lines >= 2)
-	{
-		my ($k, $v) = splice(@lines, 0, 2);
-		$cur = $groups{$v} = {} if $k eq 'name';
-		$cur->{$k} = $v if $cur;
-	}
-	return \%groups;
-}
-
 # Stream ids compare as two numbers.
 sub id_lt
 {
@@ -51,7 +35,7 @@ sub id_lt
 sub not_consumed
 {
 	my ($redis, $id) = @_;
-	my $g = groups($redis, $stream)->{processor};
+	my $g = stream_groups($redis, $stream)->{processor};
 	return 1 unless defined $g;
 	return $g->{pending} eq '0' && id_lt($g->{'last-delivered-id'}, $id);
 }
@@ -66,20 +50,6 @@ sub position
 		lon => '2');
 }
 
-my $columns = q{
-	device_id   text             NOT NULL,
-	ts          timestamptz      NOT NULL,
-	lat         double precision NOT NULL,
-	lon         double precision NOT NULL,
-	altitude    double precision,
-	speed       double precision,
-	heading     double precision,
-	satellites  integer,
-	priority    integer,
-	attributes  jsonb            NOT NULL DEFAULT '{}',
-	stream_id   text,
-	received_at timestamptz      NOT NULL DEFAULT now()};
-
 my $redis = RedisServer->new;
 my $node = new_node('validation', redis => $redis);
 
@@ -90,7 +60,7 @@ my $worker_pid = sub {
 
 # --- No unique key on (device_id, ts).
 
-$node->safe_psql('postgres', "CREATE TABLE public.positions ($columns)");
+$node->safe_psql('postgres', target_table_ddl(primary_key => 0));
 # A unique index on other columns does not count.
 $node->safe_psql('postgres',
 	'CREATE UNIQUE INDEX positions_sid ON public.positions (stream_id)');
@@ -123,9 +93,7 @@ ok(poll_until(sub { pending_count($redis) == 0 }), 'nothing pending');
 # --- A column of the wrong type.
 
 $node->safe_psql('postgres',
-	"CREATE TABLE public.pos_badtype ("
-	  . ($columns =~ s/lat         double precision NOT NULL/lat         point/r)
-	  . ", PRIMARY KEY (device_id, ts))");
+	target_table_ddl(name => 'public.pos_badtype', types => { lat => 'point' }));
 $offset = -s $node->logfile;
 $node->safe_psql('postgres',
 	q{ALTER SYSTEM SET processor.target_table = 'public.pos_badtype'});
@@ -146,9 +114,9 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM public.positions'),
 # --- A partitioned target.
 
 $node->safe_psql(
-	'postgres', qq{
-	CREATE TABLE public.pos_part ($columns, PRIMARY KEY (device_id, ts))
-		PARTITION BY RANGE (ts);
+	'postgres',
+	target_table_ddl(name => 'public.pos_part', partition_by => 'RANGE (ts)')
+	  . q{;
 	CREATE TABLE public.pos_part_2026 PARTITION OF public.pos_part
 		FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
 });

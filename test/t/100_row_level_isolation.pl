@@ -58,29 +58,15 @@ sub publish_atomically
 	$redis->pipeline([ 'MULTI' ], @cmds, [ 'EXEC' ]);
 }
 
-my $columns = q{
-	device_id   text             NOT NULL,
-	ts          timestamptz      NOT NULL,
-	lat         double precision NOT NULL,
-	lon         double precision NOT NULL,
-	altitude    double precision,
-	speed       double precision,
-	heading     double precision,
-	satellites  integer,
-	priority    integer,
-	attributes  jsonb            NOT NULL DEFAULT '{}',
-	stream_id   text,
-	received_at timestamptz      NOT NULL DEFAULT now()};
-
 my $redis = RedisServer->new;
 my $node = new_node('isolation', redis => $redis,
 	'processor.batch_size' => 1000);
 
 $node->safe_psql(
-	'postgres', qq{
-	CREATE TABLE public.positions ($columns,
-		PRIMARY KEY (device_id, ts),
-		CONSTRAINT positions_no_banned_device CHECK (device_id <> 'banned'));
+	'postgres',
+	target_table_ddl(extra =>
+		  q{CONSTRAINT positions_no_banned_device CHECK (device_id <> 'banned')})
+	  . q{;
 	CREATE EXTENSION processor;
 });
 ok(wait_for_rows($node, 'SELECT status FROM processor.stats()', 'running'),
@@ -167,9 +153,9 @@ is( $node->safe_psql(
 # --- No partition for any row of a batch: batch-level.
 
 $node->safe_psql(
-	'postgres', qq{
-	CREATE TABLE public.pos_part ($columns, PRIMARY KEY (device_id, ts))
-		PARTITION BY RANGE (ts);
+	'postgres',
+	target_table_ddl(name => 'public.pos_part', partition_by => 'RANGE (ts)')
+	  . q{;
 	CREATE TABLE public.pos_part_2026 PARTITION OF public.pos_part
 		FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
 	ALTER SYSTEM SET processor.target_table = 'public.pos_part';

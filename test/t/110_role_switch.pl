@@ -31,28 +31,8 @@ $node->safe_psql(
 	'postgres', q{
 	CREATE ROLE app;
 	CREATE ROLE dlowner;
-	CREATE TABLE public.positions (
-		device_id   text             NOT NULL,
-		ts          timestamptz      NOT NULL,
-		lat         double precision NOT NULL,
-		lon         double precision NOT NULL,
-		altitude    double precision,
-		speed       double precision,
-		heading     double precision,
-		satellites  integer,
-		priority    integer,
-		attributes  jsonb            NOT NULL DEFAULT '{}',
-		stream_id   text,
-		received_at timestamptz      NOT NULL DEFAULT now(),
-		PRIMARY KEY (device_id, ts));
-	CREATE TABLE public.positions_dead_letter (
-		stream      text        NOT NULL,
-		stream_id   text        NOT NULL,
-		fields      jsonb,
-		error       text        NOT NULL,
-		deliveries  integer,
-		failed_at   timestamptz NOT NULL DEFAULT now(),
-		UNIQUE (stream, stream_id));
+	} . target_table_ddl() . q{;
+	} . dead_letter_table_ddl() . q{;
 	CREATE TABLE public.audit (tbl text, who text, restricted text);
 	GRANT INSERT ON public.audit TO app, dlowner;
 	ALTER TABLE public.positions OWNER TO app;

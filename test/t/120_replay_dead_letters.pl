@@ -27,22 +27,9 @@ my $redis = RedisServer->new;
 my $node = new_node('replay', redis => $redis);
 
 $node->safe_psql(
-	'postgres', q{
-	CREATE TABLE public.positions (
-		device_id   text             NOT NULL,
-		ts          timestamptz      NOT NULL,
-		lat         double precision NOT NULL,
-		lon         double precision NOT NULL,
-		altitude    double precision,
-		speed       double precision,
-		heading     double precision,
-		satellites  integer,
-		priority    integer,
-		attributes  jsonb            NOT NULL DEFAULT '{}',
-		stream_id   text,
-		received_at timestamptz      NOT NULL DEFAULT now(),
-		PRIMARY KEY (device_id, ts),
-		CONSTRAINT positions_lat_not_13 CHECK (lat <> 13));
+	'postgres',
+	target_table_ddl(extra => 'CONSTRAINT positions_lat_not_13 CHECK (lat <> 13)')
+	  . q{;
 	CREATE EXTENSION processor;
 });
 

@@ -27,21 +27,6 @@ use ProcessorTest;
 
 my $stream = 'telemetry:t';
 
-# Extended XPENDING of the group: list of { id, consumer, idle, count }.
-sub pending_entries
-{
-	my ($redis) = @_;
-	my @l = split /\n/, $redis->cli('XPENDING', $stream, 'processor', '-', '+', '1000');
-	my @out;
-	while (@l >= 4)
-	{
-		my ($id, $consumer, $idle, $count) = splice(@l, 0, 4);
-		push @out,
-		  { id => $id, consumer => $consumer, idle => $idle, count => $count };
-	}
-	return @out;
-}
-
 # Pending count of one consumer (XINFO CONSUMERS); 0 when it is not listed.
 sub consumer_pending
 {
@@ -121,7 +106,8 @@ is(scalar(@after), 2, 'two more entries published');
 # Not claimed before claim_min_idle: right after publishing, the two new
 # entries are still ghost's.  Only checked when this poll came well within
 # claim_min_idle, so a stalled machine cannot make the test flaky.
-my %owner = map { $_->{id} => $_->{consumer} } pending_entries($redis);
+my %owner = map { $_->{id} => $_->{consumer} }
+  values %{ pending_entries($redis, $stream) };
 if (time() - $t_after < 0.5)
 {
 	is_deeply([ map { $owner{$_} // 'none' } @after ], [ 'ghost', 'ghost' ],

@@ -26,21 +26,6 @@ use ProcessorTest;
 
 my $stream = 'telemetry:t';
 
-# Extended XPENDING of the group: id => { consumer, idle, count }.
-sub pending_entries
-{
-	my ($redis) = @_;
-	my @l = split /\n/,
-	  $redis->cli('XPENDING', $stream, 'processor', '-', '+', '1000');
-	my %out;
-	while (@l >= 4)
-	{
-		my ($id, $consumer, $idle, $count) = splice(@l, 0, 4);
-		$out{$id} = { consumer => $consumer, idle => $idle, count => $count };
-	}
-	return \%out;
-}
-
 # Publish the entries (field lists) and have ghost read them, atomically,
 # so that a running worker cannot read them first.  Returns their ids.
 sub publish_to_ghost
@@ -87,7 +72,7 @@ is( $redis->cli(
 		'RETRYCOUNT', '20', 'JUSTID'),
 	$poison,
 	'delivery count of the middle entry raised to 20');
-my $p = pending_entries($redis);
+my $p = pending_entries($redis, $stream);
 is(join(',', map { "$p->{$_}{consumer}:$p->{$_}{count}" } $v1, $poison, $v2),
 	'ghost:1,ghost:20,ghost:1', 'all three pending on ghost: counts 1, 20, 1');
 

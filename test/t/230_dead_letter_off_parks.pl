@@ -19,64 +19,14 @@
 use strict;
 use warnings;
 
-use IO::Socket::INET;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(time usleep);
 
 use RedisServer;
 use ProcessorTest;
 
 my $stream = 'telemetry:t';
 my $min_idle_ms = 1000;
-
-# A minimal RESP client on one connection: the watch loop below samples
-# XPENDING often, and starting redis-cli for each sample is slow on a busy
-# machine.  Returns the reply: a string, an integer, undef (nil), an array
-# ref, or dies on an error reply.
-sub resp
-{
-	my ($sock, @args) = @_;
-	my $req = '*' . scalar(@args) . "\r\n";
-	$req .= '$' . length($_) . "\r\n$_\r\n" foreach @args;
-	print $sock $req or die "send: $!";
-	return resp_read($sock);
-}
-
-sub resp_read
-{
-	my ($sock) = @_;
-	my $line = <$sock>;
-	die "connection closed" unless defined $line;
-	$line =~ s/\r\n$//;
-	my ($type, $rest) = (substr($line, 0, 1), substr($line, 1));
-	return $rest if $type eq '+' || $type eq ':';
-	die "error reply: $rest\n" if $type eq '-';
-	if ($type eq '$')
-	{
-		return undef if $rest < 0;
-		my $buf = '';
-		while (length($buf) < $rest + 2)
-		{
-			my $n = read($sock, $buf, $rest + 2 - length($buf), length($buf));
-			die "connection closed" unless $n;
-		}
-		return substr($buf, 0, $rest);
-	}
-	if ($type eq '*')
-	{
-		return undef if $rest < 0;
-		return [ map { resp_read($sock) } 1 .. $rest ];
-	}
-	die "unexpected reply: $line";
-}
-
-sub stat_value
-{
-	my ($node, $column) = @_;
-	return $node->safe_psql('postgres',
-		"SELECT $column FROM processor.stats() WHERE worker = 1");
-}
 
 my $redis = RedisServer->new;
 my $node = new_node(
@@ -94,7 +44,7 @@ ok( poll_until(
 				  FROM processor.stats() WHERE worker = 1}) eq 't';
 		}),
 	'worker running');
-my $consumer = stat_value($node, 'consumer');
+my $consumer = worker_stat($node, 'consumer');
 
 # The invalid entry and its valid neighbour in one batch.
 $redis->pipeline(
@@ -120,42 +70,24 @@ ok( poll_until(
 	'logged: "invalid entry <id> left pending: missing key: ts"');
 
 # Watch for 3.5 x claim_min_idle, on one Redis connection.
-my $sock = IO::Socket::INET->new(
-	PeerAddr => $redis->host,
-	PeerPort => $redis->port,
-	Proto => 'tcp') or die "connect to Redis: $!";
-my ($max_idle, $max_count, %seen, $stolen, $samples) = (0, 0);
-my $start = time();
-while (time() - $start < 3.5 * $min_idle_ms / 1000)
-{
-	my @p = @{ resp($sock, 'XPENDING', $stream, 'processor', '-', '+', '100') };
-	$samples++;
-	$seen{ join(' ', map { "$_->[0]:$_->[1]" } @p) }++;
-	foreach my $e (@p)
-	{
-		$max_idle = $e->[2] if $e->[2] > $max_idle;
-		$max_count = $e->[3] if $e->[3] > $max_count;
-	}
-	# Another consumer tries to take whatever is idle for claim_min_idle:
-	# [cursor, [claimed ids], [deleted ids]]
-	my $r = resp($sock, 'XAUTOCLAIM', $stream, 'processor', 'thief',
-		$min_idle_ms, '0-0', 'JUSTID');
-	$stolen .= join(' ', @{ $r->[1] });
-	usleep(20_000);
-}
-close($sock);
-note "$samples XPENDING samples, max idle $max_idle ms";
+# Another consumer tries to take whatever is idle for claim_min_idle.
+my $w = sample_pending(
+	$redis,
+	stream => $stream,
+	seconds => 3.5 * $min_idle_ms / 1000,
+	thief_min_idle => $min_idle_ms);
+note "$w->{samples} XPENDING samples, max idle $w->{max_idle} ms";
 
-is_deeply(\%seen, { "$id_bad:$consumer" => $samples },
+is_deeply($w->{seen}, { "$id_bad:$consumer" => $w->{samples} },
 	"only the invalid entry pending, always on the worker's consumer ($consumer)");
-is($max_count, 1,
+is($w->{max_count}, 1,
 	'delivery count stayed 1: not re-read or re-claimed by the worker');
-cmp_ok($max_idle, '<', $min_idle_ms,
+cmp_ok($w->{max_idle}, '<', $min_idle_ms,
 	'idle time stayed below claim_min_idle (kept fresh)');
-is($stolen // '', '', 'XAUTOCLAIM by another consumer claimed nothing');
+is($w->{stolen}, '', 'XAUTOCLAIM by another consumer claimed nothing');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM public.positions_dead_letter'),
 	'0', 'no dead letters');
-is(stat_value($node, 'claimed'), '0', 'the worker claimed nothing');
+is(worker_stat($node, 'claimed'), '0', 'the worker claimed nothing');
 is(pending_count($redis), 1, 'one entry pending');
 
 # --- Dead letters on again.

@@ -47,13 +47,6 @@ sub publish
 	return $id;
 }
 
-sub stat_value
-{
-	my ($node, $column) = @_;
-	return $node->safe_psql('postgres',
-		"SELECT $column FROM processor.stats() WHERE worker = 1");
-}
-
 # Wait (20 s at most: an entry lands in well under a second) until every
 # id given is stored.
 sub stored
@@ -81,7 +74,7 @@ ok( poll_until(
 				  FROM processor.stats() WHERE worker = 1}) eq 't';
 		}),
 	'worker running');
-my $pid = stat_value($node, 'pid');
+my $pid = worker_stat($node, 'pid');
 like($pid, qr/^\d+$/, "worker pid $pid");
 
 ok(stored($node, publish($redis)), 'an entry published once the group exists lands');
@@ -139,9 +132,9 @@ ok(poll_until(sub { pending_count($redis) == 0 }),
 $redis->stop;
 my $down_at = time();
 ok( poll_until(
-		sub { stat_value($node, 'redis_connected') eq 'f' }, timeout => 10),
+		sub { worker_stat($node, 'redis_connected') eq 'f' }, timeout => 10),
 	'while Redis is down: redis_connected = false');
-note 'status while Redis is down: ' . stat_value($node, 'status');
+note 'status while Redis is down: ' . worker_stat($node, 'status');
 usleep(100_000) while time() - $down_at < 3;
 $offset = -s $node->logfile;
 $redis->start;
@@ -166,14 +159,14 @@ is( $node->safe_psql(
 ok(poll_until(sub { pending_count($redis) == 0 }), 'nothing pending');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM public.positions_dead_letter'),
 	'0', 'no dead letters');
-is(stat_value($node, 'pid'), $pid, 'the worker pid never changed (stats)');
+is(worker_stat($node, 'pid'), $pid, 'the worker pid never changed (stats)');
 is( $node->safe_psql(
 		'postgres',
 		q{SELECT string_agg(pid::text, ',') FROM pg_stat_activity
 		  WHERE backend_type = 'processor'}),
 	$pid,
 	'the worker pid never changed (pg_stat_activity)');
-cmp_ok(stat_value($node, 'redis_reconnects'), '>=', 2,
+cmp_ok(worker_stat($node, 'redis_reconnects'), '>=', 2,
 	'redis_reconnects counts the reconnects');
 ok(!$node->log_contains(qr/background worker "processor" \(PID \d+\) exited/),
 	'the worker never exited');

@@ -37,23 +37,7 @@ my $stream = 'telemetry:t';
 my $total = 2000;
 my $sleep_s = 12;
 
-my $srcdir = $ENV{TESTDIR} or die "TESTDIR is not set (run through make tapcheck)";
-my $loadgen = "$srcdir/bench/loadgen";
-{
-	my ($out, $err) = ('', '');
-	my $built = IPC::Run::run(
-		[ 'make', '--no-print-directory', '-C', $srcdir, 'bench/loadgen' ],
-		'<', \undef, '>', \$out, '2>', \$err);
-	BAIL_OUT("make bench/loadgen failed:\n$out$err")
-	  unless $built && -x $loadgen;
-}
-
-sub stat_value
-{
-	my ($node, $column) = @_;
-	return $node->safe_psql('postgres',
-		"SELECT $column FROM processor.stats() WHERE worker = 1");
-}
+my $loadgen = build_loadgen();
 
 # Redis 7 refuses DEBUG unless enabled.
 my $redis = RedisServer->new(args => [ '--enable-debug-command', 'yes' ]);
@@ -67,12 +51,12 @@ my $node = new_node(
 $node->safe_psql('postgres', 'CREATE EXTENSION processor');
 ok( poll_until(
 		sub {
-			stat_value($node, q{status = 'running' AND redis_connected}) eq 't';
+			worker_stat($node, q{status = 'running' AND redis_connected}) eq 't';
 		}),
 	'worker running');
-my $pid = stat_value($node, 'pid');
+my $pid = worker_stat($node, 'pid');
 like($pid, qr/^\d+$/, "worker pid $pid");
-my $reconnects0 = stat_value($node, 'redis_reconnects');
+my $reconnects0 = worker_stat($node, 'redis_reconnects');
 
 # --- Entries flow.
 
@@ -122,8 +106,8 @@ cmp_ok($detect_s, '>=', 4.5,
 	'not before redis_timeout (5 s) had passed');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM public.positions'),
 	$during, 'nothing stored while Redis is frozen');
-ok(stat_value($node, 'redis_connected') eq 'f'
-	  || stat_value($node, 'status') ne 'running',
+ok(worker_stat($node, 'redis_connected') eq 'f'
+	  || worker_stat($node, 'status') ne 'running',
 	'the worker reports the lost connection (redis_connected false or status not running)');
 
 $sleeper->finish;
@@ -163,9 +147,9 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM public.positions_dead_lett
 	'0', 'no dead letters');
 ok( $node->log_contains(qr/connected to Redis 127\.0\.0\.1:\d+/, $offset),
 	'logged: connected to Redis again');
-cmp_ok(stat_value($node, 'redis_reconnects'), '>', $reconnects0,
+cmp_ok(worker_stat($node, 'redis_reconnects'), '>', $reconnects0,
 	'redis_reconnects grew');
-is(stat_value($node, q{status || ' ' || redis_connected}), 'running true',
+is(worker_stat($node, q{status || ' ' || redis_connected}), 'running true',
 	'running and connected again');
 is( $node->safe_psql(
 		'postgres',
@@ -175,7 +159,7 @@ is( $node->safe_psql(
 	'the same worker throughout');
 ok(!$node->log_contains(qr/background worker "processor" \(PID \d+\) exited/),
 	'the worker never exited');
-note 'duplicates counted (redeliveries): ' . stat_value($node, 'duplicates');
+note 'duplicates counted (redeliveries): ' . worker_stat($node, 'duplicates');
 
 $node->stop;
 $redis->stop;

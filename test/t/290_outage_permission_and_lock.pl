@@ -23,7 +23,6 @@
 use strict;
 use warnings;
 
-use IO::Socket::INET;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
@@ -34,52 +33,6 @@ use ProcessorTest;
 my $stream = 'telemetry:t';
 my $min_idle_ms = 3000;
 my $n = 0;
-
-# A minimal RESP client on one connection (sampling XPENDING with redis-cli
-# every 20 ms would be too slow on a busy machine).
-sub resp
-{
-	my ($sock, @args) = @_;
-	my $req = '*' . scalar(@args) . "\r\n";
-	$req .= '$' . length($_) . "\r\n$_\r\n" foreach @args;
-	print $sock $req or die "send: $!";
-	return resp_read($sock);
-}
-
-sub resp_read
-{
-	my ($sock) = @_;
-	my $line = <$sock>;
-	die "connection closed" unless defined $line;
-	$line =~ s/\r\n$//;
-	my ($type, $rest) = (substr($line, 0, 1), substr($line, 1));
-	return $rest if $type eq '+' || $type eq ':';
-	die "error reply: $rest\n" if $type eq '-';
-	if ($type eq '$')
-	{
-		return undef if $rest < 0;
-		my $buf = '';
-		while (length($buf) < $rest + 2)
-		{
-			my $r = read($sock, $buf, $rest + 2 - length($buf), length($buf));
-			die "connection closed" unless $r;
-		}
-		return substr($buf, 0, $rest);
-	}
-	if ($type eq '*')
-	{
-		return undef if $rest < 0;
-		return [ map { resp_read($sock) } 1 .. $rest ];
-	}
-	die "unexpected reply: $line";
-}
-
-sub stat_value
-{
-	my ($node, $column) = @_;
-	return $node->safe_psql('postgres',
-		"SELECT $column FROM processor.stats() WHERE worker = 1");
-}
 
 # Publish $count entries in one MULTI/EXEC; returns their ids.
 sub publish
@@ -117,28 +70,8 @@ $node->safe_psql(
 	CREATE ROLE ingest LOGIN;
 	REVOKE CONNECT ON DATABASE postgres FROM PUBLIC;
 	GRANT CONNECT ON DATABASE postgres TO ingest;
-	CREATE TABLE public.positions (
-		device_id   text             NOT NULL,
-		ts          timestamptz      NOT NULL,
-		lat         double precision NOT NULL,
-		lon         double precision NOT NULL,
-		altitude    double precision,
-		speed       double precision,
-		heading     double precision,
-		satellites  integer,
-		priority    integer,
-		attributes  jsonb            NOT NULL DEFAULT '{}',
-		stream_id   text,
-		received_at timestamptz      NOT NULL DEFAULT now(),
-		PRIMARY KEY (device_id, ts));
-	CREATE TABLE public.positions_dead_letter (
-		stream      text        NOT NULL,
-		stream_id   text        NOT NULL,
-		fields      jsonb,
-		error       text        NOT NULL,
-		deliveries  integer,
-		failed_at   timestamptz NOT NULL DEFAULT now(),
-		UNIQUE (stream, stream_id));
+	} . target_table_ddl() . q{;
+	} . dead_letter_table_ddl() . q{;
 	GRANT INSERT, SELECT ON public.positions TO ingest;
 	GRANT INSERT ON public.positions_dead_letter TO ingest;
 	CREATE EXTENSION processor;
@@ -151,10 +84,10 @@ ok( poll_until(
 			$node->safe_psql('postgres',
 				q{SELECT usename FROM pg_stat_activity WHERE backend_type = 'processor'})
 			  eq 'ingest'
-			  && stat_value($node, q{status = 'running' AND redis_connected}) eq 't';
+			  && worker_stat($node, q{status = 'running' AND redis_connected}) eq 't';
 		}),
 	'the worker runs as ingest');
-my $consumer = stat_value($node, 'consumer');
+my $consumer = worker_stat($node, 'consumer');
 
 my @first = publish($redis, 1);
 ok(wait_for_rows($node, 'SELECT count(*) FROM public.positions', '1'),
@@ -164,60 +97,39 @@ ok(poll_until(sub { pending_count($redis) == 0 }), 'and acks');
 # --- 1. INSERT revoked for 2 x claim_min_idle.
 
 $node->safe_psql('postgres', 'REVOKE INSERT ON public.positions FROM ingest');
-my $read0 = stat_value($node, 'entries_read');
+my $read0 = worker_stat($node, 'entries_read');
 my @batch1 = publish($redis, 20);
 is(scalar(@batch1), 20, '20 entries published in one MULTI/EXEC');
 
 ok( poll_until(
 		sub {
-			stat_value($node,
+			worker_stat($node,
 				q{status = 'backoff' AND last_error LIKE '%permission denied%'})
 			  eq 't';
 		}),
 	'status backoff, last_error: permission denied')
   or diag $node->safe_psql('postgres', 'SELECT * FROM processor.stats()');
-note 'last_error: ' . stat_value($node, 'last_error');
-my $read_at_start = stat_value($node, 'entries_read');
+note 'last_error: ' . worker_stat($node, 'last_error');
+my $read_at_start = worker_stat($node, 'entries_read');
 is($read_at_start - $read0, 20, 'the batch was read once');
 
-my $sock = IO::Socket::INET->new(
-	PeerAddr => $redis->host,
-	PeerPort => $redis->port,
-	Proto => 'tcp') or die "connect to Redis: $!";
-my ($max_idle, $max_count, %consumers, $samples) = (0, 0);
-my $start = time();
-while (time() - $start < 2 * $min_idle_ms / 1000)
-{
-	my %p = map { $_->[0] => { consumer => $_->[1], idle => $_->[2], count => $_->[3] } }
-	  @{ resp($sock, 'XPENDING', $stream, 'processor', '-', '+', '100') };
-	$samples++;
-	foreach my $id (@batch1)
-	{
-		my $e = $p{$id};
-		if (!defined $e)
-		{
-			$consumers{'(not pending)'}++;
-			next;
-		}
-		$consumers{ $e->{consumer} }++;
-		$max_idle = $e->{idle} if $e->{idle} > $max_idle;
-		$max_count = $e->{count} if $e->{count} > $max_count;
-	}
-	usleep(20_000);
-}
-close($sock);
+my $w = sample_pending(
+	$redis,
+	stream => $stream,
+	seconds => 2 * $min_idle_ms / 1000,
+	ids => \@batch1);
 note sprintf('%d XPENDING samples over %.1f s, max idle %d ms',
-	$samples, time() - $start, $max_idle);
+	$w->{samples}, $w->{elapsed}, $w->{max_idle});
 
-is_deeply(\%consumers, { $consumer => 20 * $samples },
+is_deeply($w->{consumers}, { $consumer => 20 * $w->{samples} },
 	"every entry stayed pending on the worker's consumer ($consumer)");
-is($max_count, 1, 'delivery counts stayed 1');
-cmp_ok($max_idle, '<', $min_idle_ms,
+is($w->{max_count}, 1, 'delivery counts stayed 1');
+cmp_ok($w->{max_idle}, '<', $min_idle_ms,
 	'idle time stayed below claim_min_idle (ownership kept)');
-is(stat_value($node, 'status'), 'backoff', 'still backing off after 6 s');
-is(stat_value($node, 'entries_read'), $read_at_start,
+is(worker_stat($node, 'status'), 'backoff', 'still backing off after 6 s');
+is(worker_stat($node, 'entries_read'), $read_at_start,
 	'retried from memory: entries_read did not grow');
-cmp_ok(stat_value($node, 'db_retries'), '>=', 1, 'db_retries counted');
+cmp_ok(worker_stat($node, 'db_retries'), '>=', 1, 'db_retries counted');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM public.positions'),
 	'1', 'nothing stored while INSERT is revoked');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM public.positions_dead_letter'),
@@ -235,14 +147,14 @@ is( $node->safe_psql(
 	'each entry once, with its stream id');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM public.positions_dead_letter'),
 	'0', 'none dead-lettered');
-is(stat_value($node, 'entries_read'), $read_at_start,
+is(worker_stat($node, 'entries_read'), $read_at_start,
 	'still read only once');
-ok(poll_until(sub { stat_value($node, 'status') eq 'running' }),
+ok(poll_until(sub { worker_stat($node, 'status') eq 'running' }),
 	'status running again');
 
 # --- 2. ACCESS EXCLUSIVE lock on the target for 5 s.
 
-my $inserted0 = stat_value($node, 'inserted');
+my $inserted0 = worker_stat($node, 'inserted');
 my $locker = $node->background_psql('postgres');
 $locker->query_safe('BEGIN; LOCK TABLE public.positions;');
 note 'ACCESS EXCLUSIVE lock held on public.positions';
@@ -262,7 +174,7 @@ while (time() - $lock_start < 5)
 {
 	my $p = pending_count($redis);
 	$min_pending = $p if $p < $min_pending;
-	my $ins = stat_value($node, 'inserted');
+	my $ins = worker_stat($node, 'inserted');
 	$max_inserted = $ins if $ins > $max_inserted;
 	usleep(200_000);
 }

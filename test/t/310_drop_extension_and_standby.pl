@@ -33,16 +33,7 @@ use ProcessorTest;
 my $stream = 'telemetry:t';
 my $total = 1500;
 
-my $srcdir = $ENV{TESTDIR} or die "TESTDIR is not set (run through make tapcheck)";
-my $loadgen = "$srcdir/bench/loadgen";
-{
-	my ($out, $err) = ('', '');
-	my $built = IPC::Run::run(
-		[ 'make', '--no-print-directory', '-C', $srcdir, 'bench/loadgen' ],
-		'<', \undef, '>', \$out, '2>', \$err);
-	BAIL_OUT("make bench/loadgen failed:\n$out$err")
-	  unless $built && -x $loadgen;
-}
+my $loadgen = build_loadgen();
 
 sub count_rows
 {
