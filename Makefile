@@ -26,6 +26,7 @@ OBJS = \
 	src/stream.o \
 	src/codec.o \
 	src/codec_json.o \
+	src/codec_build.o \
 	src/state.o \
 	src/stats.o \
 	src/tables.o \
@@ -61,10 +62,6 @@ SHLIB_LINK += -lhiredis
 # and -Wclobbered flags locals that need "volatile" around PG_TRY/sigsetjmp.
 PG_CPPFLAGS += -Wextra -Wno-unused-parameter
 
-# Debian's PGXS does not track header dependencies: every object depends on
-# the shared headers, so that a changed struct never leaves a stale object.
-$(OBJS): $(wildcard src/*.h)
-
 PG_CONFIG ?= pg_config
 # PGXS's Makefile.global empties PROVE_FLAGS; keep one from the environment
 # (PROVE_FLAGS=--verbose make test), as one from the command line is kept.
@@ -72,6 +69,11 @@ processor_prove_flags := $(PROVE_FLAGS)
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 PROVE_FLAGS := $(processor_prove_flags)
+
+# Debian's PGXS does not track header dependencies: every object depends on
+# the shared headers, so that a changed struct never leaves a stale object.
+# (After the include: a rule before it would become the default goal.)
+$(OBJS): $(wildcard src/*.h)
 
 # ---------------------------------------------------------------------------
 # Tests beyond PGXS's installcheck.  Both run against the *installed*
@@ -139,20 +141,30 @@ bench/loadgen: bench/loadgen.c
 	$(CC) -O2 -Wall -Wextra -o $@ $< -lhiredis -lm
 
 # ---------------------------------------------------------------------------
-# Fuzzing the codec (test/fuzz/run.sh): a libFuzzer harness built with clang
-# (-fsanitize=fuzzer-no-link,address,undefined; Debian clang-14 and
-# libclang-rt-14-dev), hosted in a single-user backend so that the codec
-# runs against the server's own JSON, number, date and jsonb code.  As a
-# user PostgreSQL accepts (not root).  fuzzcheck: FUZZ_TIME seconds (60,
-# part of make test); fuzz: FUZZ_LONG_TIME seconds (an hour).
+# Fuzzing the codec (test/fuzz/run.sh), with libFuzzer (Debian clang-14
+# and libclang-rt-14-dev; AddressSanitizer and UBSan), two harnesses:
+# hosted in a single-user backend, so that the codec runs against the
+# server's own JSON, number, date and jsonb code (as a user PostgreSQL
+# accepts, not root); and standalone, the codec's parsing and validation
+# core alone behind src/codec_build.h, one executable.  fuzzcheck (part of
+# make test): FUZZ_TIME seconds hosted (60), FUZZ_STANDALONE_TIME
+# standalone (30); 0 skips one.  fuzz: FUZZ_LONG_TIME seconds each (an
+# hour).
 # ---------------------------------------------------------------------------
 FUZZ_TIME ?= 60
+FUZZ_STANDALONE_TIME ?= 30
 FUZZ_LONG_TIME ?= 3600
 
 .PHONY: fuzz fuzzcheck
 
 fuzzcheck:
+ifneq ($(FUZZ_TIME),0)
 	PG_CONFIG='$(PG_CONFIG)' bash test/fuzz/run.sh $(FUZZ_TIME)
+endif
+ifneq ($(FUZZ_STANDALONE_TIME),0)
+	PG_CONFIG='$(PG_CONFIG)' bash test/fuzz/run.sh standalone $(FUZZ_STANDALONE_TIME)
+endif
 
 fuzz:
 	PG_CONFIG='$(PG_CONFIG)' bash test/fuzz/run.sh $(FUZZ_LONG_TIME)
+	PG_CONFIG='$(PG_CONFIG)' bash test/fuzz/run.sh standalone $(FUZZ_LONG_TIME)

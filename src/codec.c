@@ -11,12 +11,15 @@
  * end up as a CodecDocument whose values are checked here, in table order:
  * the first failing rule is the one reported.
  *
- * Nothing here raises an ERROR for bad input: numbers go through
- * float8in_internal_opt_error, timestamps through ParseDateTime /
- * DecodeDateTime return codes, UTF-8 through pg_verify_mbstr(noError), and
- * codec_json.c keeps the JSON parser and numeric_in away from their
- * ERRORs.  Only running out of memory can throw.  Callers own the memory
- * context: everything returned is palloc'd in the current one.
+ * Nothing here raises an ERROR for bad input: UTF-8 is checked with
+ * pg_encoding_verifymbstr, codec_json.c keeps the JSON parser away from
+ * its ERRORs, and the server routines behind codec_build.h (float8in,
+ * PostgreSQL's datetime parser, jsonb) are called only with what the rules
+ * here accepted, through their non-throwing forms.  Only running out of
+ * memory can throw.  Callers own the memory context: everything returned
+ * is palloc'd in the current one.  This file and codec_json.c use nothing
+ * from the server but codec_build.h, so that they also build standalone
+ * (FRONTEND, with libpgcommon) for test/fuzz/standalone.c.
  *
  * Message catalogue (lower case; <v> is the value as it appeared on the
  * wire -- JSON text, strings with their quotes -- escaped like dead-letter
@@ -67,13 +70,11 @@
 
 #include <math.h>
 
+#include "codec_build.h"
 #include "common/int.h"
 #include "common/jsonapi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
-#include "utils/datetime.h"
-#include "utils/float.h"
-#include "utils/timestamp.h"
 
 const char *const codec_key_names[CODEC_NKEYS] = {
 	"device_id", "ts", "lat", "lon", "altitude", "speed", "heading",
@@ -182,6 +183,34 @@ codec_find_duplicate(char **names, const int *lens, int n)
 }
 
 /*
+ * How many bytes of s (len bytes of valid UTF-8) fit in limit without
+ * cutting a character: pg_encoding_mbcliplen's answer for UTF-8, which the
+ * server alone provides.
+ */
+int
+codec_utf8_clip(const char *s, int len, int limit)
+{
+	int			clip = 0;
+
+	while (clip < len)
+	{
+		int			l = pg_utf_mblen((const unsigned char *) s + clip);
+
+		if (clip + l > limit || clip + l > len)
+			break;
+		clip += l;
+	}
+	return clip;
+}
+
+/* Is s (len bytes) valid UTF-8 without NUL bytes? */
+bool
+codec_valid_utf8(const char *s, int len)
+{
+	return pg_encoding_verifymbstr(PG_UTF8, s, len) == len;
+}
+
+/*
  * Copy bytes as valid UTF-8 text: NUL bytes and bytes that are not part of
  * a valid UTF-8 character become the four characters \xNN; the result is
  * then cut to at most limit bytes on a character boundary (pg_mbcliplen's
@@ -222,7 +251,7 @@ codec_escape(const char *value, int len, int limit, int *outlen, bool *cut)
 			i += l;
 		}
 	}
-	clip = pg_encoding_mbcliplen(PG_UTF8, buf.data, buf.len, limit);
+	clip = codec_utf8_clip(buf.data, buf.len, limit);
 	*cut = (clip < buf.len || i < len);
 	buf.data[clip] = '\0';
 	*outlen = clip;
@@ -367,7 +396,7 @@ rule_device_id(const CodecValue *v, Position *pos, char **error)
 		if (c < 0x20 || c == 0x7f)
 			return reject(error, "device_id contains a control character");
 	}
-	if (!pg_verify_mbstr(PG_UTF8, v->text, v->len, true))
+	if (!codec_valid_utf8(v->text, v->len))
 		return reject(error, "device_id is not valid UTF-8");
 	pos->device_id = pnstrdup(v->text, v->len);
 	return true;
@@ -414,13 +443,9 @@ ts_from_epoch(const CodecValue *v, TimestampTz *ts, char **error)
 	}
 	else
 	{
-		bool		have_error = false;
 		float8		d;
 
-		d = float8in_internal_opt_error(unconstify(char *, v->text), NULL,
-										"double precision", v->text,
-										&have_error);
-		if (have_error || !FLOAT8_FITS_IN_INT64(d))
+		if (!codec_read_float8(v->text, &d) || !FLOAT8_FITS_IN_INT64(d))
 			return reject(error, "ts out of range: %s", echo_value(v));
 		if (d != rint(d))
 			return reject(error, "invalid ts: %s", echo_value(v));
@@ -459,9 +484,9 @@ take_char(const char **p, const char *end, char c)
  * Is s (len bytes) shaped like an ISO-8601 date-time:
  * YYYY-MM-DD, then T (or t, or a space), hh:mm[:ss[.fraction]], then an
  * optional zone: Z (or z) or +hh, +hhmm, +hh:mm (or -)?  *has_zone says
- * whether the zone is there.  Only the shape is checked: DecodeDateTime
- * checks the values.  The shape keeps out the many other inputs that
- * DecodeDateTime accepts ("now", "infinity", "Nov 26 2026", zone names).
+ * whether the zone is there.  Only the shape is checked: the server's
+ * datetime parser (codec_read_timestamp) checks the values.  The shape
+ * keeps out the many other inputs that it accepts ("now", "infinity", "Nov 26 2026", zone names).
  */
 static bool
 iso8601_shape(const char *s, int len, bool *has_zone)
@@ -512,38 +537,27 @@ iso8601_shape(const char *s, int len, bool *has_zone)
 }
 
 /*
- * ts as an ISO-8601 string with a zone, through PostgreSQL's own datetime
- * parser (return codes only: it does not throw).  The zone is explicit, so
- * the session's TimeZone plays no part.
+ * ts as an ISO-8601 string with a zone.  The zone is explicit, so the
+ * session's TimeZone plays no part.
  */
 static bool
 ts_from_iso(const CodecValue *v, TimestampTz *ts, char **error)
 {
-	char		str[MAXDATELEN + 1];
-	char		workbuf[MAXDATELEN + MAXDATEFIELDS];
-	char	   *field[MAXDATEFIELDS];
-	int			ftype[MAXDATEFIELDS];
-	int			nf;
-	int			dtype;
-	int			tz;
-	fsec_t		fsec;
-	struct pg_tm tt;
 	bool		has_zone;
 
-	if (v->len > MAXDATELEN || !iso8601_shape(v->text, v->len, &has_zone))
+	if (!iso8601_shape(v->text, v->len, &has_zone))
 		return reject(error, "invalid ts: %s", echo_value(v));
 	if (!has_zone)
 		return reject(error, "ts has no time zone: %s", echo_value(v));
-	memcpy(str, v->text, v->len);
-	str[v->len] = '\0';
-	if (ParseDateTime(str, workbuf, sizeof(workbuf), field, ftype,
-					  MAXDATEFIELDS, &nf) != 0 ||
-		DecodeDateTime(field, ftype, nf, &dtype, &tt, &fsec, &tz) != 0 ||
-		dtype != DTK_DATE)
-		return reject(error, "invalid ts: %s", echo_value(v));
-	if (tm2timestamp(&tt, fsec, &tz, ts) != 0 || !IS_VALID_TIMESTAMP(*ts))
-		return reject(error, "ts out of range: %s", echo_value(v));
-	return true;
+	switch (codec_read_timestamp(v->text, v->len, ts))
+	{
+		case CODEC_TS_OK:
+			return true;
+		case CODEC_TS_OUT_OF_RANGE:
+			return reject(error, "ts out of range: %s", echo_value(v));
+		default:
+			return reject(error, "invalid ts: %s", echo_value(v));
+	}
 }
 
 /* ts: an ISO-8601 string with a zone, or integer epoch milliseconds. */
@@ -576,16 +590,12 @@ rule_ts(const CodecValue *v, TimestampTz *ts, char **error)
 static bool
 read_number(const CodecValue *v, CodecKey key, float8 *result, char **error)
 {
-	bool		have_error = false;
-
 	if (v->kind != CODEC_NUMBER &&
 		!(v->kind == CODEC_TEXT && IsValidJsonNumber(v->text, v->len)))
 		return reject(error, "%s is not a number: %s",
 					  codec_key_names[key], echo_value(v));
-	*result = float8in_internal_opt_error(unconstify(char *, v->text), NULL,
-										  "double precision", v->text,
-										  &have_error);
-	if (have_error || isinf(*result) || isnan(*result))
+	if (!codec_read_float8(v->text, result) || isinf(*result) ||
+		isnan(*result))
 		return reject(error, "%s out of range: %s",
 					  codec_key_names[key], echo_value(v));
 	return true;
@@ -646,12 +656,11 @@ rule_int(const CodecDocument *doc, CodecKey key, int min, int max,
 static Jsonb *
 empty_object(void)
 {
-	JsonbParseState *state = NULL;
-	JsonbValue *res;
+	CodecBuilder *b = codec_build_begin();
 
-	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
-	return JsonbValueToJsonb(res);
+	codec_build_open(b, false);
+	codec_build_close(b, false);
+	return codec_build_finish(b);
 }
 
 /*
@@ -693,7 +702,7 @@ rule_attributes(const CodecDocument *doc, Position *pos, char **error)
 static bool
 decode_fields(const CodecDocument *doc, Position *pos, char **error)
 {
-	const float8 inf = get_float8_infinity();
+	const float8 inf = INFINITY;
 	bool		required;		/* lat and lon are always present */
 
 	memset(pos, 0, sizeof(Position));
@@ -757,38 +766,34 @@ json_text_len(const char *s, int len)
 Jsonb *
 codec_dead_letter_fields(const StreamEntry *entry)
 {
-	JsonbParseState *state = NULL;
-	JsonbValue *res;
+	CodecBuilder *b;
 	int64		total = 2;		/* the braces */
 	int			i;
 
 	if (entry->nfields < 0)
 		return NULL;
-	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	b = codec_build_begin();
+	codec_build_open(b, false);
 	for (i = 0; i < entry->nfields; i++)
 	{
-		JsonbValue	name;
-		JsonbValue	value;
+		char	   *name;
+		char	   *value;
+		int			name_len;
+		int			value_len;
 		bool		cut;
 
-		name.type = jbvString;
-		name.val.string.val = codec_escape(entry->names[i],
-										   entry->name_lens[i],
-										   PROCESSOR_DL_VALUE_MAX,
-										   &name.val.string.len, &cut);
-		value.type = jbvString;
-		value.val.string.val = codec_escape(entry->values[i],
-											entry->value_lens[i],
-											PROCESSOR_DL_VALUE_MAX,
-											&value.val.string.len, &cut);
+		name = codec_escape(entry->names[i], entry->name_lens[i],
+							PROCESSOR_DL_VALUE_MAX, &name_len, &cut);
+		value = codec_escape(entry->values[i], entry->value_lens[i],
+							 PROCESSOR_DL_VALUE_MAX, &value_len, &cut);
 		/* "name": "value", with the separators */
-		total += json_text_len(name.val.string.val, name.val.string.len) +
-			json_text_len(value.val.string.val, value.val.string.len) + 4;
+		total += json_text_len(name, name_len) +
+			json_text_len(value, value_len) + 4;
 		if (total > PROCESSOR_DL_FIELDS_MAX)
 			break;
-		pushJsonbValue(&state, WJB_KEY, &name);
-		pushJsonbValue(&state, WJB_VALUE, &value);
+		codec_build_key(b, name, name_len);
+		codec_build_string(b, value, value_len);
 	}
-	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
-	return JsonbValueToJsonb(res);
+	codec_build_close(b, false);
+	return codec_build_finish(b);
 }

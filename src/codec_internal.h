@@ -7,15 +7,15 @@
  * rules of SPEC §1 in table order, the message catalogue, dead-letter
  * rendering); codec_json.c owns the single pass of PostgreSQL's JSON parser
  * over a payload or a flat "attributes" text, which collects the top-level
- * values and builds the attributes jsonb as it goes.  Nothing here is for
- * the other modules: they use processor.h.
+ * values and builds the attributes jsonb as it goes (through codec_build.h).
+ * Nothing here is for the other modules: they use codec.h.
  *
  *-------------------------------------------------------------------------
  */
 #ifndef CODEC_INTERNAL_H
 #define CODEC_INTERNAL_H
 
-#include "processor.h"
+#include "codec.h"
 
 /* The keys of SPEC §1, in table order: the order rules are checked in. */
 typedef enum CodecKey
@@ -74,6 +74,8 @@ extern const char *const codec_key_names[CODEC_NKEYS];
 extern int	codec_key_lookup(const char *name, int len);
 extern int	codec_find_duplicate(char **names, const int *lens, int n);
 extern char *codec_echo(const char *value, int len);
+extern int	codec_utf8_clip(const char *s, int len, int limit);
+extern bool codec_valid_utf8(const char *s, int len);
 extern char *codec_escape(const char *value, int len, int limit, int *outlen,
 						  bool *cut);
 

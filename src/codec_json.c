@@ -6,9 +6,10 @@
  *
  * pg_parse_json (common/jsonapi.h) calls the semantic actions below.  They
  * record the payload's top-level values for codec.c's rules and, for the
- * "attributes" object, push every key and value into a JsonbParseState as
- * they arrive, so that the attributes jsonb comes out of the same pass (no
- * second parse, no jsonb_in).
+ * "attributes" object, hand every key and value to a CodecBuilder
+ * (codec_build.h: jsonb in the server) as they arrive, so that the
+ * attributes jsonb comes out of the same pass (no second parse, no
+ * jsonb_in).
  *
  * Rules kept here:
  *	- Nesting.  The attributes object is level 1; a container below level
@@ -39,12 +40,11 @@
  */
 #include "codec_internal.h"
 
+#include "codec_build.h"
 #include "common/base64.h"
 #include "common/jsonapi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
-#include "utils/builtins.h"
-#include "utils/numeric.h"
 
 /* Deepest container anywhere in a document; the top object is level 1. */
 #define CODEC_MAX_DEPTH			256
@@ -110,8 +110,8 @@ typedef struct JsonDoc
 	bool		building;		/* still pushing into jb */
 	int			attrs_base;		/* depth of the attributes object */
 	int64		attrs_size;		/* estimated jsonb size so far */
-	JsonbParseState *jb;
-	JsonbValue *attrs_value;	/* the finished object */
+	CodecBuilder *jb;
+	bool		attrs_done;		/* the object was closed whole */
 	char	   *attrs_error;
 	AttrFrame	frames[PROCESSOR_ATTR_MAX_DEPTH + 1];	/* by level, from 1 */
 } JsonDoc;
@@ -146,11 +146,18 @@ attrs_grow(JsonDoc *doc, int64 n)
 		attrs_fail(doc, pstrdup("attributes too large"));
 }
 
+/* The current depth as a level of attributes (the object itself is 1). */
+static int
+attrs_level(JsonDoc *doc)
+{
+	return doc->depth - doc->attrs_base + 1;
+}
+
 /* The open container at the current depth, by attributes level. */
 static AttrFrame *
 attrs_frame(JsonDoc *doc, int *level)
 {
-	*level = doc->depth - doc->attrs_base + 1;
+	*level = attrs_level(doc);
 	return &doc->frames[*level];
 }
 
@@ -194,8 +201,6 @@ buffer_child(JsonDoc *doc, int parent_level, bool is_array)
 static void
 buffer_replace(JsonDoc *doc, AttrFrame *frame)
 {
-	JsonbValue *parent = &doc->jb->contVal;
-	JsonbValue *last;
 	const char *src = frame->bytes ? frame->bytes->data : "";
 	int			srclen = frame->bytes ? frame->bytes->len : 0;
 	int			dstlen = pg_b64_enc_len(srclen);
@@ -205,13 +210,7 @@ buffer_replace(JsonDoc *doc, AttrFrame *frame)
 	if (n < 0)
 		return;
 	dst[n] = '\0';
-	if (parent->type == jbvArray)
-		last = &parent->val.array.elems[parent->val.array.nElems - 1];
-	else
-		last = &parent->val.object.pairs[parent->val.object.nPairs - 1].value;
-	last->type = jbvString;
-	last->val.string.val = dst;
-	last->val.string.len = n;
+	codec_build_replace_last(doc->jb, dst, n);
 }
 
 /* A container opens inside attributes: push it, track Buffers and depth. */
@@ -234,8 +233,7 @@ attrs_open(JsonDoc *doc, bool is_array)
 	frame->is_array = is_array;
 	frame->candidate = !is_array && level > 1;
 	frame->collecting = collecting;
-	pushJsonbValue(&doc->jb, is_array ? WJB_BEGIN_ARRAY : WJB_BEGIN_OBJECT,
-				   NULL);
+	codec_build_open(doc->jb, is_array);
 	attrs_grow(doc, 16);
 }
 
@@ -245,13 +243,11 @@ attrs_close(JsonDoc *doc, bool is_array)
 {
 	int			level;
 	AttrFrame  *frame = attrs_frame(doc, &level);
-	JsonbValue *res;
 
-	res = pushJsonbValue(&doc->jb, is_array ? WJB_END_ARRAY : WJB_END_OBJECT,
-						 NULL);
+	codec_build_close(doc->jb, is_array);
 	if (level == 1)
 	{
-		doc->attrs_value = res;
+		doc->attrs_done = true;
 		return;
 	}
 	if (is_array && frame->collecting)
@@ -270,13 +266,10 @@ attrs_key(JsonDoc *doc, char *fname)
 {
 	int			level;
 	AttrFrame  *frame = attrs_frame(doc, &level);
-	JsonbValue	key;
+	int			len = strlen(fname);
 
-	key.type = jbvString;
-	key.val.string.val = fname;
-	key.val.string.len = strlen(fname);
-	pushJsonbValue(&doc->jb, WJB_KEY, &key);
-	attrs_grow(doc, key.val.string.len + 8);
+	codec_build_key(doc->jb, fname, len);
+	attrs_grow(doc, len + 8);
 
 	frame->nkeys++;
 	if (strcmp(fname, "type") == 0)
@@ -370,20 +363,17 @@ buffer_scalar(JsonDoc *doc, int level, char *token, JsonTokenType type)
 	}
 }
 
-/* A scalar inside attributes: push it as a value or an element. */
+/* A scalar inside attributes: add it as a value or an element. */
 static void
 attrs_scalar(JsonDoc *doc, char *token, JsonTokenType type)
 {
-	int			level;
-	AttrFrame  *frame = attrs_frame(doc, &level);
-	JsonbValue	v;
+	int64		size = 8;
 
 	switch (type)
 	{
 		case JSON_TOKEN_STRING:
-			v.type = jbvString;
-			v.val.string.val = token;
-			v.val.string.len = strlen(token);
+			size += strlen(token);
+			codec_build_string(doc->jb, token, strlen(token));
 			break;
 		case JSON_TOKEN_NUMBER:
 			if (!number_fits_numeric(token))
@@ -392,25 +382,18 @@ attrs_scalar(JsonDoc *doc, char *token, JsonTokenType type)
 										 codec_echo(token, strlen(token))));
 				return;
 			}
-			v.type = jbvNumeric;
-			v.val.numeric = DatumGetNumeric(
-				DirectFunctionCall3(numeric_in, CStringGetDatum(token),
-									ObjectIdGetDatum(InvalidOid),
-									Int32GetDatum(-1)));
+			size += codec_build_number(doc->jb, token);
 			break;
 		case JSON_TOKEN_TRUE:
 		case JSON_TOKEN_FALSE:
-			v.type = jbvBool;
-			v.val.boolean = (type == JSON_TOKEN_TRUE);
+			codec_build_bool(doc->jb, type == JSON_TOKEN_TRUE);
 			break;
 		default:
-			v.type = jbvNull;
+			codec_build_null(doc->jb);
 			break;
 	}
-	pushJsonbValue(&doc->jb, frame->is_array ? WJB_ELEM : WJB_VALUE, &v);
-	attrs_grow(doc, 8 + (type == JSON_TOKEN_NUMBER ?
-						 VARSIZE(v.val.numeric) : strlen(token)));
-	buffer_scalar(doc, level, token, type);
+	attrs_grow(doc, size);
+	buffer_scalar(doc, attrs_level(doc), token, type);
 }
 
 /* The attributes object starts at the current depth. */
@@ -421,6 +404,7 @@ attrs_begin(JsonDoc *doc)
 		return;
 	doc->attrs_started = doc->in_attrs = doc->building = true;
 	doc->attrs_base = doc->depth;
+	doc->jb = codec_build_begin();
 }
 
 /* Object or array start. */
@@ -609,8 +593,8 @@ json_error_text(JsonParseErrorType result, JsonLexContext *lex)
 		int			toklen = lex->token_terminator - lex->token_start;
 
 		lex->token_terminator = lex->token_start +
-			pg_encoding_mbcliplen(PG_UTF8, lex->token_start, toklen,
-								  PROCESSOR_ERROR_ECHO_MAX);
+			codec_utf8_clip(lex->token_start, toklen,
+							PROCESSOR_ERROR_ECHO_MAX);
 	}
 	/* some details are string constants: copy rather than modify */
 	detail = json_errdetail(result, lex);
@@ -659,7 +643,7 @@ codec_json_parse_payload(const char *json, int len, CodecDocument *out,
 	int			dup;
 
 	memset(out, 0, sizeof(CodecDocument));
-	if (!pg_verify_mbstr(PG_UTF8, json, len, true))
+	if (!codec_valid_utf8(json, len))
 	{
 		*error = pstrdup("payload is not valid UTF-8");
 		return false;
@@ -682,8 +666,8 @@ codec_json_parse_payload(const char *json, int len, CodecDocument *out,
 	{
 		if (doc->attrs_error != NULL)
 			out->attributes_error = doc->attrs_error;
-		else if (doc->attrs_value != NULL)
-			out->attributes = JsonbValueToJsonb(doc->attrs_value);
+		else if (doc->attrs_done)
+			out->attributes = codec_build_finish(doc->jb);
 		return true;
 	}
 	return false;
@@ -702,7 +686,7 @@ codec_json_parse_attributes(const char *json, int len, Jsonb **attributes,
 	JsonParseErrorType result;
 
 	*attributes = NULL;
-	if (!pg_verify_mbstr(PG_UTF8, json, len, true))
+	if (!codec_valid_utf8(json, len))
 	{
 		*error = pstrdup("attributes is not valid UTF-8");
 		return false;
@@ -722,8 +706,8 @@ codec_json_parse_attributes(const char *json, int len, Jsonb **attributes,
 		*error = doc->attrs_error;
 	else
 	{
-		if (doc->attrs_value != NULL)
-			*attributes = JsonbValueToJsonb(doc->attrs_value);
+		if (doc->attrs_done)
+			*attributes = codec_build_finish(doc->jb);
 		return true;
 	}
 	return false;

@@ -14,7 +14,11 @@
  *	redis.c		hiredis connection, non-blocking I/O, XREADGROUP and XACK
  *	stream.c	rare-path group commands: XPENDING, XAUTOCLAIM, XCLAIM, XINFO
  *	codec.c		stream entry -> Position (both wire encodings), dead-letter
- *				field rendering; codec_json.c parses the JSON
+ *				field rendering; codec_json.c parses the JSON; both use
+ *				only codec.h and codec_build.h, so that they also build
+ *				without the server (test/fuzz/standalone.c);
+ *				codec_build.c is their server side (jsonb, numeric,
+ *				float8, timestamptz)
  *	tables.c	existence, creation and validation of the two tables
  *	writer.c	SPI insert of positions and dead letters, row-level isolation
  *	state.c		shared-memory device table (hash + LRU)
@@ -33,18 +37,11 @@
 
 #include "postgres.h"
 
-#include "datatype/timestamp.h"
+#include "codec.h"
 #include "utils/jsonb.h"
 
 /* Extension name, as in CREATE EXTENSION and the error text of §6. */
 #define PROCESSOR_EXTENSION_NAME	"processor"
-
-/* Limits fixed by the wire contract (SPEC §1, §2). */
-#define PROCESSOR_DEVICE_ID_MAX			64	/* bytes */
-#define PROCESSOR_ATTR_MAX_DEPTH		64	/* nesting inside attributes */
-#define PROCESSOR_ERROR_ECHO_MAX		64	/* bytes of a value in a message */
-#define PROCESSOR_DL_VALUE_MAX			8192	/* bytes per dead-letter value */
-#define PROCESSOR_DL_FIELDS_MAX			65536	/* bytes per dead-letter object */
 
 /* ----------------------------------------------------------------
  * GUCs (processor.c).  Names mirror processor.<name>.
@@ -90,79 +87,6 @@ extern void processor_define_gucs(void);
  */
 extern bool processor_split_table_name(const char *value,
 									   char **schemaname, char **relname);
-
-/* ----------------------------------------------------------------
- * Stream entries and positions
- * ----------------------------------------------------------------
- */
-
-/*
- * One stream entry as read from Redis, copied into palloc'd memory.
- * Names and values are NUL-terminated copies, but may contain NUL bytes:
- * the lengths are authoritative.  nfields < 0 marks an entry that came back
- * from history without fields (deleted or trimmed from the stream).
- */
-typedef struct StreamEntry
-{
-	char	   *id;				/* "1764151200123-0" */
-	int			nfields;
-	char	  **names;
-	int		   *name_lens;
-	char	  **values;
-	int		   *value_lens;
-	int64		deliveries;		/* from XPENDING; 0 = not known (new entry) */
-	const char *error;			/* set: dead-letter with this, undecoded */
-} StreamEntry;
-
-/* Room for a stream entry id: two 20-digit numbers, a dash, a NUL. */
-#define STREAM_ID_BUFLEN	48
-
-/* One decoded, valid position: the row the worker inserts. */
-typedef struct Position
-{
-	char	   *device_id;		/* valid UTF-8, 1..64 bytes, NUL-terminated */
-	TimestampTz ts;
-	float8		lat;
-	float8		lon;
-	float8		altitude;
-	float8		speed;
-	float8		heading;
-	int32		satellites;
-	int32		priority;
-	bool		has_altitude;
-	bool		has_speed;
-	bool		has_heading;
-	bool		has_satellites;
-	bool		has_priority;
-	Jsonb	   *attributes;		/* never NULL: '{}' when absent */
-} Position;
-
-/* ----------------------------------------------------------------
- * codec.c
- * ----------------------------------------------------------------
- */
-
-/*
- * Decode one stream entry (either encoding).  On success fills *pos and
- * returns true.  On an invalid entry returns false and sets *error to a
- * palloc'd message from the catalogue of SPEC §1.  Never raises an ERROR
- * for bad input (only for out-of-memory).  max_entry_bytes <= 0 means no
- * limit.
- */
-extern bool codec_decode_entry(const StreamEntry *entry, int max_entry_bytes,
-							   Position *pos, char **error);
-
-/* Decode a JSON payload alone (the `payload` field's value). */
-extern bool codec_decode_payload(const char *payload, int len,
-								 Position *pos, char **error);
-
-/*
- * Render an entry's field/value pairs as the jsonb stored in the dead-letter
- * table (SPEC §2): values cut to 8 kB on a character boundary, NUL bytes and
- * invalid UTF-8 escaped as \xNN, the whole object capped at 64 kB.  Returns
- * NULL for an entry without fields.  Never raises an ERROR for any content.
- */
-extern Jsonb *codec_dead_letter_fields(const StreamEntry *entry);
 
 /* ----------------------------------------------------------------
  * redis.c

@@ -120,12 +120,15 @@ tap_status=0
 say "TAP tests (prove test/t/*.pl) in $workdir"
 run_in_workdir tapcheck 2>&1 | tee "$workdir/tapcheck.out" || tap_status=$?
 
-# The codec under libFuzzer for FUZZ_TIME seconds (default 60); skipped
+# The codec under libFuzzer: the hosted harness for FUZZ_TIME seconds
+# (default 60), the standalone one for FUZZ_STANDALONE_TIME (30); skipped
 # with FUZZ_TIME=0.
 fuzz_status=0
 if [[ "${FUZZ_TIME:-60}" != 0 ]]; then
-	say "fuzzing the codec (make fuzzcheck, ${FUZZ_TIME:-60} s) in $workdir"
-	run_in_workdir fuzzcheck FUZZ_TIME="${FUZZ_TIME:-60}" 2>&1 |
+	say "fuzzing the codec (make fuzzcheck, ${FUZZ_TIME:-60} s hosted," \
+		"${FUZZ_STANDALONE_TIME:-30} s standalone) in $workdir"
+	run_in_workdir fuzzcheck FUZZ_TIME="${FUZZ_TIME:-60}" \
+		FUZZ_STANDALONE_TIME="${FUZZ_STANDALONE_TIME:-30}" 2>&1 |
 		tee "$workdir/fuzzcheck.out" | tail -n 40 || fuzz_status=$?
 fi
 

@@ -1,25 +1,38 @@
 #!/usr/bin/env bash
 #
-# run.sh: build the codec's libFuzzer harness and run it inside a
-# single-user PostgreSQL backend (see fuzz_codec.c for why it is hosted).
+# run.sh: build one of the codec's two libFuzzer harnesses and run it.
 #
-#   test/fuzz/run.sh [SECONDS]      fuzz for SECONDS (default 60), as a
-#                                   user PostgreSQL accepts (not root)
+#   test/fuzz/run.sh [SECONDS]      the hosted harness (fuzz_codec.c): the
+#                                   codec exactly as the worker runs it,
+#                                   with the server's own routines, inside
+#                                   a single-user PostgreSQL backend; for
+#                                   SECONDS (default 60), as a user
+#                                   PostgreSQL accepts (not root)
+#   test/fuzz/run.sh standalone [SECONDS]
+#                                   the standalone harness (standalone.c):
+#                                   the codec's parsing and validation core
+#                                   alone behind src/codec_build.h, one
+#                                   executable, no backend (any user)
 #
-#   make fuzzcheck                  60 s (part of make test)
-#   make fuzz                       an hour, or FUZZ_LONG_TIME seconds
+#   make fuzzcheck                  hosted for FUZZ_TIME s (60), then
+#                                   standalone for FUZZ_STANDALONE_TIME s
+#                                   (30); part of make test
+#   make fuzz                       each for FUZZ_LONG_TIME s (an hour)
 #
-# Steps: compile src/codec.c, src/codec_json.c and fuzz_codec.c with clang
-# (-fsanitize=fuzzer-no-link,address,undefined) into fuzz_codec.so; initdb
-# a throwaway cluster (UTF8, C locale); run "postgres --single" with the
-# ASan runtime preloaded and call processor_fuzz_codec(), which runs
-# libFuzzer over the seed corpus test/fuzz/corpus/ (read only) and a
-# working corpus, for SECONDS.
+# Hosted: compile src/codec.c, src/codec_json.c, src/codec_build.c and the
+# harness with clang (-fsanitize=fuzzer-no-link,address,undefined) into
+# fuzz_codec.so; initdb a throwaway cluster (UTF8, C locale); run
+# "postgres --single" with the ASan runtime preloaded and call
+# processor_fuzz_codec(), which runs libFuzzer.  Standalone: compile
+# src/codec.c and src/codec_json.c with FRONTEND and link them with
+# standalone.c and libpgcommon (-fsanitize=fuzzer,address,undefined).
+# Both read the seed corpus test/fuzz/corpus/ (read only) and keep a
+# working corpus in $FUZZ_DIR (standalone: $FUZZ_DIR/standalone).
 #
 # On a finding: the exit status is non-zero, the input is in
 # $FUZZ_DIR/crash-* (or leak-, timeout-, oom-), and the sanitizer's report
 # is in $FUZZ_DIR/fuzz.log.  Replay one input with
-#   test/fuzz/run.sh replay FILE
+#   test/fuzz/run.sh [standalone] replay FILE
 # A finding is fixed in the codec and becomes a regression test: the input
 # goes into test/fuzz/corpus/ (replayed by every run) and, when it can be
 # expressed there, into the pg_regress or TAP tests.
@@ -39,16 +52,21 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 srcdir=$(pwd)
 
+harness=hosted
+if [[ "${1:-}" == standalone ]]; then
+	harness=standalone
+	shift
+fi
 mode=fuzz
 seconds=60
 if [[ "${1:-}" == replay ]]; then
 	mode=replay
-	replay_file=$(realpath "${2:?usage: run.sh replay FILE}")
+	replay_file=$(realpath "${2:?usage: run.sh [standalone] replay FILE}")
 elif [[ -n "${1:-}" ]]; then
 	seconds=$1
 fi
 
-if [[ "$(id -u)" -eq 0 ]]; then
+if [[ "$harness" == hosted && "$(id -u)" -eq 0 ]]; then
 	echo "fuzz: PostgreSQL refuses to run as root; run as another user" \
 		"(make test runs this as \"postgres\")" >&2
 	exit 1
@@ -63,6 +81,7 @@ if [[ -z "${PG_CONFIG:-}" ]]; then
 fi
 bindir=$("$PG_CONFIG" --bindir)
 includedir=$("$PG_CONFIG" --includedir-server)
+pkglibdir=$("$PG_CONFIG" --pkglibdir)
 
 CLANG=${CLANG:-$(command -v clang-14 || command -v clang || true)}
 if [[ -z "$CLANG" ]]; then
@@ -79,19 +98,88 @@ for f in "$asan_rt" "$fuzzer_rt"; do
 done
 
 FUZZ_DIR=${FUZZ_DIR:-$srcdir/tmp_check_fuzz}
+if [[ "$harness" == standalone ]]; then
+	FUZZ_DIR=$FUZZ_DIR/standalone
+fi
 mkdir -p "$FUZZ_DIR/corpus"
 log=$FUZZ_DIR/fuzz.log
 
-# 1. Build.  -Bsymbolic: the module's coverage counters must register with
-# the libFuzzer linked into it, not with the preloaded ASan runtime's
-# weak stand-ins of the same names.
+# libFuzzer's arguments, one per line (the corpus directories last).
+fuzz_args() {
+	if [[ "$mode" == replay ]]; then
+		echo "$replay_file"
+		return
+	fi
+	printf '%s\n' "-max_total_time=$seconds" -max_len=70000 -timeout=10 \
+		-rss_limit_mb=2048 -print_final_stats=1 \
+		"-dict=$srcdir/test/fuzz/codec.dict" "-artifact_prefix=$FUZZ_DIR/"
+	for a in ${FUZZ_ARGS:-}; do
+		echo "$a"
+	done
+	printf '%s\n' "$FUZZ_DIR/corpus" "$srcdir/test/fuzz/corpus"
+}
+
+# The run's summary; on a finding the report, and exit status 1.
+report() {
+	local status=$1
+
+	grep -E '^(Done|stat::|INFO: Loaded|#[0-9]+[[:space:]]+(INITED|DONE))' "$log" || true
+	if [[ $status -ne 0 ]] || grep -qE '^(==[0-9]+==ERROR|FUZZ FINDING: |SUMMARY: )' "$log"; then
+		echo "fuzz: FINDING (exit status $status); report:" >&2
+		grep -E -A30 '^(==[0-9]+==ERROR|FUZZ FINDING: |SUMMARY: |.*runtime error)' "$log" \
+			| head -60 >&2 || tail -40 "$log" >&2
+		ls "$FUZZ_DIR"/{crash,leak,timeout,oom,slow-unit}-* 2>/dev/null >&2 || true
+		exit 1
+	fi
+	echo "fuzz: no finding"
+}
+
+if [[ "$mode" == replay ]]; then
+	echo "fuzz: $harness harness replaying $replay_file; log in $log"
+else
+	echo "fuzz: $harness harness fuzzing for ${seconds}s; log in $log"
+fi
+
+mapfile -t args < <(fuzz_args)
+status=0
+
+if [[ "$harness" == standalone ]]; then
+	for f in "$pkglibdir/libpgcommon.a" "$pkglibdir/libpgport.a"; do
+		if [[ ! -f "$f" ]]; then
+			echo "fuzz: $f not found (Debian: postgresql-server-dev-15)" >&2
+			exit 1
+		fi
+	done
+	cflags=(-g -O1 -DFRONTEND -fno-omit-frame-pointer -fwrapv
+		-fno-strict-aliasing -Wall -Wno-ignored-attributes
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+		-I"$includedir" -I"$srcdir/src" -I"$srcdir/test/fuzz")
+	objs=()
+	for src in src/codec.c src/codec_json.c test/fuzz/fuzz_common.c \
+		test/fuzz/standalone.c; do
+		obj=$FUZZ_DIR/$(basename "$src" .c).o
+		"$CLANG" "${cflags[@]}" -c "$src" -o "$obj"
+		objs+=("$obj")
+	done
+	"$CLANG" "${cflags[@]}" -o "$FUZZ_DIR/standalone" "${objs[@]}" \
+		"$pkglibdir/libpgcommon.a" "$pkglibdir/libpgport.a" -lm
+	UBSAN_OPTIONS=print_stacktrace=1 "$FUZZ_DIR/standalone" "${args[@]}" \
+		>"$log" 2>&1 || status=$?
+	report $status
+	exit 0
+fi
+
+# Hosted 1. Build.  -Bsymbolic: the module's coverage counters must
+# register with the libFuzzer linked into it, not with the preloaded ASan
+# runtime's weak stand-ins of the same names.
 cflags=(-g -O1 -fPIC -fno-omit-frame-pointer -fwrapv -fno-strict-aliasing
 	-Wall -Wno-ignored-attributes
 	-fsanitize=fuzzer-no-link,address,undefined
 	-fno-sanitize-recover=undefined -shared-libasan
-	-I"$includedir" -I"$srcdir/src")
+	-I"$includedir" -I"$srcdir/src" -I"$srcdir/test/fuzz")
 objs=()
-for src in src/codec.c src/codec_json.c test/fuzz/fuzz_codec.c; do
+for src in src/codec.c src/codec_json.c src/codec_build.c \
+	test/fuzz/fuzz_common.c test/fuzz/fuzz_codec.c; do
 	obj=$FUZZ_DIR/$(basename "$src" .c).o
 	"$CLANG" "${cflags[@]}" -c "$src" -o "$obj"
 	objs+=("$obj")
@@ -100,47 +188,25 @@ done
 	"${objs[@]}" "$fuzzer_rt" -lstdc++
 "$CLANG" -shared -fPIC -O2 -o "$FUZZ_DIR/nonls.so" test/fuzz/nonls.c
 
-# 2. A throwaway cluster.
+# Hosted 2. A throwaway cluster.
 rm -rf "$FUZZ_DIR/data"
 "$bindir/initdb" -D "$FUZZ_DIR/data" -E UTF8 --locale=C -A trust \
 	>"$FUZZ_DIR/initdb.log" 2>&1
 
-# 3. Fuzz (or replay) in a single-user backend.
-if [[ "$mode" == replay ]]; then
-	args=("'$replay_file'")
-else
-	args=("'-max_total_time=$seconds'" "'-max_len=70000'" "'-timeout=10'"
-		"'-rss_limit_mb=2048'" "'-print_final_stats=1'"
-		"'-dict=$srcdir/test/fuzz/codec.dict'"
-		"'-artifact_prefix=$FUZZ_DIR/'")
-	for a in ${FUZZ_ARGS:-}; do
-		args+=("'$a'")
-	done
-	args+=("'$FUZZ_DIR/corpus'" "'$srcdir/test/fuzz/corpus'")
-fi
+# Hosted 3. Fuzz (or replay) in a single-user backend: the arguments go in
+# as a text[] of SQL literals (none of them holds a quote).
+sql_args=()
+for a in "${args[@]}"; do
+	sql_args+=("'$a'")
+done
 sql="CREATE FUNCTION processor_fuzz_codec(text[]) RETURNS int
   AS '$FUZZ_DIR/fuzz_codec.so' LANGUAGE C STRICT;
-SELECT processor_fuzz_codec(ARRAY[$(IFS=,; echo "${args[*]}")]);"
+SELECT processor_fuzz_codec(ARRAY[$(IFS=,; echo "${sql_args[*]}")]);"
 
-if [[ "$mode" == replay ]]; then
-	echo "fuzz: replaying $replay_file; log in $log"
-else
-	echo "fuzz: fuzzing for ${seconds}s; log in $log"
-fi
-status=0
 printf '%s\n' "$sql" | tr '\n' ' ' | sed 's/$/\n/' |
 	env LD_PRELOAD="$asan_rt:$FUZZ_DIR/nonls.so" \
 		ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 \
 		UBSAN_OPTIONS=print_stacktrace=1 \
 		"$bindir/postgres" --single -D "$FUZZ_DIR/data" postgres \
 		>"$log" 2>&1 || status=$?
-
-grep -E '^(Done|stat::|INFO: Loaded|#[0-9]+[[:space:]]+(INITED|DONE))' "$log" || true
-if [[ $status -ne 0 ]] || grep -qE '^(==[0-9]+==ERROR|FUZZ FINDING: |SUMMARY: )' "$log"; then
-	echo "fuzz: FINDING (exit status $status); report:" >&2
-	grep -E -A30 '^(==[0-9]+==ERROR|FUZZ FINDING: |SUMMARY: |.*runtime error)' "$log" \
-		| head -60 >&2 || tail -40 "$log" >&2
-	ls "$FUZZ_DIR"/{crash,leak,timeout,oom,slow-unit}-* 2>/dev/null >&2 || true
-	exit 1
-fi
-echo "fuzz: no finding"
+report $status

@@ -1,0 +1,183 @@
+/*-------------------------------------------------------------------------
+ *
+ * codec_build.c
+ *	  The server side of codec_build.h: what the codec accepted becomes
+ *	  jsonb, numeric, float8 and timestamptz through PostgreSQL's own
+ *	  routines.
+ *
+ * The attributes object is pushed into a JsonbParseState as the parse
+ * goes, so that no second parse (jsonb_in) is needed.  Every routine used
+ * here is called in its non-throwing form or with input the codec has
+ * already checked (a number that numeric can hold, a date-time of the
+ * ISO-8601 shape), so nothing raises an ERROR but out of memory.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "codec_build.h"
+
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/float.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
+
+struct CodecBuilder
+{
+	JsonbParseState *state;
+	JsonbValue *result;			/* the root, once closed */
+};
+
+CodecBuilder *
+codec_build_begin(void)
+{
+	return palloc0(sizeof(CodecBuilder));
+}
+
+void
+codec_build_open(CodecBuilder *b, bool is_array)
+{
+	pushJsonbValue(&b->state, is_array ? WJB_BEGIN_ARRAY : WJB_BEGIN_OBJECT,
+				   NULL);
+}
+
+void
+codec_build_close(CodecBuilder *b, bool is_array)
+{
+	JsonbValue *res;
+
+	res = pushJsonbValue(&b->state, is_array ? WJB_END_ARRAY : WJB_END_OBJECT,
+						 NULL);
+	if (b->state == NULL)
+		b->result = res;
+}
+
+void
+codec_build_key(CodecBuilder *b, const char *key, int len)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = unconstify(char *, key);
+	v.val.string.len = len;
+	pushJsonbValue(&b->state, WJB_KEY, &v);
+}
+
+/* Add a scalar as the next value (object) or element (array). */
+static void
+push_scalar(CodecBuilder *b, JsonbValue *v)
+{
+	pushJsonbValue(&b->state,
+				   b->state->contVal.type == jbvArray ? WJB_ELEM : WJB_VALUE,
+				   v);
+}
+
+void
+codec_build_string(CodecBuilder *b, const char *s, int len)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = unconstify(char *, s);
+	v.val.string.len = len;
+	push_scalar(b, &v);
+}
+
+int
+codec_build_number(CodecBuilder *b, const char *token)
+{
+	JsonbValue	v;
+
+	v.type = jbvNumeric;
+	v.val.numeric = DatumGetNumeric(
+		DirectFunctionCall3(numeric_in, CStringGetDatum(token),
+							ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+	push_scalar(b, &v);
+	return VARSIZE(v.val.numeric);
+}
+
+void
+codec_build_bool(CodecBuilder *b, bool value)
+{
+	JsonbValue	v;
+
+	v.type = jbvBool;
+	v.val.boolean = value;
+	push_scalar(b, &v);
+}
+
+void
+codec_build_null(CodecBuilder *b)
+{
+	JsonbValue	v;
+
+	v.type = jbvNull;
+	push_scalar(b, &v);
+}
+
+/*
+ * The value just completed is the last element or pair of the container
+ * now on top of the parse state: overwrite it in place.
+ */
+void
+codec_build_replace_last(CodecBuilder *b, const char *s, int len)
+{
+	JsonbValue *parent = &b->state->contVal;
+	JsonbValue *last;
+
+	if (parent->type == jbvArray)
+		last = &parent->val.array.elems[parent->val.array.nElems - 1];
+	else
+		last = &parent->val.object.pairs[parent->val.object.nPairs - 1].value;
+	last->type = jbvString;
+	last->val.string.val = unconstify(char *, s);
+	last->val.string.len = len;
+}
+
+Jsonb *
+codec_build_finish(CodecBuilder *b)
+{
+	return b->result ? JsonbValueToJsonb(b->result) : NULL;
+}
+
+bool
+codec_read_float8(const char *text, float8 *result)
+{
+	bool		have_error = false;
+
+	*result = float8in_internal_opt_error(unconstify(char *, text), NULL,
+										  "double precision", text,
+										  &have_error);
+	return !have_error;
+}
+
+/*
+ * Through PostgreSQL's own datetime parser, with return codes only (it
+ * does not throw).  MAXDATELEN bounds what it can hold: a longer text
+ * (a fraction of many digits) is invalid.
+ */
+CodecTimestampResult
+codec_read_timestamp(const char *text, int len, TimestampTz *ts)
+{
+	char		str[MAXDATELEN + 1];
+	char		workbuf[MAXDATELEN + MAXDATEFIELDS];
+	char	   *field[MAXDATEFIELDS];
+	int			ftype[MAXDATEFIELDS];
+	int			nf;
+	int			dtype;
+	int			tz;
+	fsec_t		fsec;
+	struct pg_tm tt;
+
+	if (len > MAXDATELEN)
+		return CODEC_TS_INVALID;
+	memcpy(str, text, len);
+	str[len] = '\0';
+	if (ParseDateTime(str, workbuf, sizeof(workbuf), field, ftype,
+					  MAXDATEFIELDS, &nf) != 0 ||
+		DecodeDateTime(field, ftype, nf, &dtype, &tt, &fsec, &tz) != 0 ||
+		dtype != DTK_DATE)
+		return CODEC_TS_INVALID;
+	if (tm2timestamp(&tt, fsec, &tz, ts) != 0 || !IS_VALID_TIMESTAMP(*ts))
+		return CODEC_TS_OUT_OF_RANGE;
+	return CODEC_TS_OK;
+}
