@@ -187,6 +187,16 @@ SELECT attributes FROM processor.decode(pg_temp.pos(',"attributes":{"big":123456
 SELECT attributes->'big' = '123456789012345678901'::jsonb AS big_exact,
 	   jsonb_typeof(attributes->'str') AS str_type
   FROM processor.decode(pg_temp.pos(',"attributes":{"big":123456789012345678901,"str":"123456789012345678901"}'));
+-- integers take a shortcut (int64_to_numeric up to 18 digits): the same
+-- numbers as numeric_in gives, at the edges of the shortcut too
+SELECT attributes::text = jsonb_build_object(
+		'z', '0'::numeric, 'nz', '-0'::numeric, 'one', '-1'::numeric,
+		'd18', '999999999999999999'::numeric,
+		'n18', '-999999999999999999'::numeric,
+		'd19', '1000000000000000000'::numeric,
+		'd20', '99999999999999999999'::numeric)::text AS same_as_numeric_in,
+	   attributes->>'nz' AS minus_zero, attributes->>'d19' AS d19
+  FROM processor.decode(pg_temp.pos(',"attributes":{"z":0,"nz":-0,"one":-1,"d18":999999999999999999,"n18":-999999999999999999,"d19":1000000000000000000,"d20":99999999999999999999}'));
 -- a duplicate key inside attributes: the last one wins
 SELECT attributes FROM processor.decode(pg_temp.pos(',"attributes":{"a":1,"b":2,"a":3,"c":{"x":1,"x":{"y":2}}}'));
 SELECT attributes FROM processor.decode(pg_temp.flat('{"attributes":"{\"a\":1,\"a\":2}"}'));

@@ -149,20 +149,35 @@ nameref_cmp(const void *a, const void *b)
 	return x->index < y->index ? -1 : 1;
 }
 
+/* Below this many names, comparing every pair beats sorting. */
+#define CODEC_DUP_PAIRWISE_MAX	16
+
 /*
  * Among n names (bytes with lengths), find the first one, in their order,
  * that repeats an earlier name.  Returns its index, or -1 when all are
- * distinct.  O(n log n), so a payload with many keys stays cheap.
+ * distinct.  A usual entry (ten-odd keys) compares pairs, without
+ * allocating; more names are sorted, O(n log n), so a payload with many
+ * keys stays cheap.
  */
 int
 codec_find_duplicate(char **names, const int *lens, int n)
 {
 	NameRef    *refs;
 	int			i;
+	int			j;
 	int			first = -1;
 
 	if (n < 2)
 		return -1;
+	if (n <= CODEC_DUP_PAIRWISE_MAX)
+	{
+		for (i = 1; i < n; i++)
+			for (j = 0; j < i; j++)
+				if (lens[i] == lens[j] &&
+					memcmp(names[i], names[j], lens[i]) == 0)
+					return i;
+		return -1;
+	}
 	refs = palloc(sizeof(NameRef) * n);
 	for (i = 0; i < n; i++)
 	{

@@ -4,16 +4,36 @@
  *	  SPI insert of a batch's positions and dead letters, with row-level
  *	  error isolation (SPEC §4) and the table owner's rights (SPEC §9).
  *
- * Each table gets one statement, prepared once and kept across batches
- * (SPI_keepplan; the plan cache re-plans it after invalidations), that
- * inserts many rows from one array per column:
+ * Statements are prepared once and kept across batches (SPI_keepplan, with
+ * a generic plan; the plan cache re-plans after invalidations).  Positions
+ * go in by rows of VALUES_ROWS (500) parameters each,
+ *
+ *	INSERT INTO target (...) VALUES ($1, ..., $11), ($12, ..., $22), ...
+ *	ON CONFLICT (device_id, ts) DO NOTHING
+ *
+ * and what is left of a call (fewer rows) from one array per column:
  *
  *	INSERT INTO target (...) SELECT * FROM unnest($1, ..., $11)
  *	ON CONFLICT (device_id, ts) DO NOTHING
  *
- * The arrays are built from Datums directly, so numbers and timestamps never
- * go through text.  Rows that conflict (already in the table, or earlier in
- * the same batch) are skipped by ON CONFLICT and counted as duplicates.
+ * VALUES hands each row to the insert as it is; unnest first materialises
+ * every array into a tuplestore of its own (eleven per call), which is
+ * about a fifth of an insert's cost.  Parameters and arrays are built from
+ * Datums directly, so numbers and timestamps never go through text.  Rows
+ * that conflict (already in the table, or earlier in the same batch) are
+ * skipped by ON CONFLICT and counted as duplicates.
+ *
+ * Plain first.  A batch is first inserted by the same statement without
+ * ON CONFLICT: speculative insertion (a probe of the unique index before
+ * each row, then confirming the row) costs about a fifth of the insert, and
+ * duplicates only come with redeliveries, which are rare.  If that attempt
+ * fails with a row-level error (a unique violation, or anything else the
+ * ON CONFLICT statement might also meet), its subtransaction is rolled back
+ * and the batch goes through the ON CONFLICT statement and the isolation
+ * below, exactly as if the plain attempt had never run.  A producer that
+ * sends duplicates all the time would make every batch pay twice (and
+ * leave the first attempt's rows as dead tuples), so after a failed plain
+ * attempt the next PLAIN_PAUSE_CALLS calls go straight to ON CONFLICT.
  *
  * Row-level errors.  The positions go in through one subtransaction
  * (the fast path: one statement, one subtransaction per batch).  When it
@@ -84,8 +104,21 @@ typedef struct KeptPlan
 	char	   *table;			/* malloc'd copy of the GUC value */
 } KeptPlan;
 
-static KeptPlan target_plan;
+/* Calls that skip the plain attempt after one failed (see the header). */
+#define PLAIN_PAUSE_CALLS	100
+
+static int	plain_paused_calls = 0;
+
+/* Rows of the VALUES statements: 500 x 11 parameters. */
+#define VALUES_ROWS			500
+#define VALUES_NARGS		(VALUES_ROWS * TARGET_NCOLS)
+
+/* The target's statements, by [VALUES or unnest][ON CONFLICT or plain]. */
+static KeptPlan target_plans[2][2];
 static KeptPlan dead_letter_plan;
+
+/* Parameter types of the VALUES statements: target_elemtypes repeated. */
+static Oid	values_argtypes[VALUES_NARGS];
 
 static const Oid target_argtypes[TARGET_NCOLS] = {
 	TEXTARRAYOID, TIMESTAMPTZARRAYOID, FLOAT8ARRAYOID, FLOAT8ARRAYOID,
@@ -106,14 +139,18 @@ static const Oid dead_letter_elemtypes[DEAD_LETTER_NCOLS] = {
 	TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID
 };
 
-static const char *target_sql =
-"INSERT INTO %s AS t (device_id, ts, lat, lon, altitude, speed, heading,"
+/* The column list every target statement inserts. */
+#define TARGET_INSERT \
+"INSERT INTO %s AS t (device_id, ts, lat, lon, altitude, speed, heading," \
 " satellites, priority, attributes, stream_id)"
-" SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
-" pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
-" pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8),"
+
+#define TARGET_UNNEST \
+" SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)," \
+" pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5)," \
+" pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8)," \
 " pg_catalog.unnest($9), pg_catalog.unnest($10), pg_catalog.unnest($11))"
-" ON CONFLICT (device_id, ts) DO NOTHING";
+
+#define TARGET_ON_CONFLICT " ON CONFLICT (device_id, ts) DO NOTHING"
 
 /*
  * No conflict target: naming (stream, stream_id) would need SELECT on those
@@ -152,7 +189,12 @@ forget_plan(KeptPlan *kp)
 void
 writer_reset_plans(void)
 {
-	forget_plan(&target_plan);
+	int			v;
+	int			c;
+
+	for (v = 0; v < 2; v++)
+		for (c = 0; c < 2; c++)
+			forget_plan(&target_plans[v][c]);
 	forget_plan(&dead_letter_plan);
 }
 
@@ -178,7 +220,9 @@ get_plan(KeptPlan *kp, const char *guc_value, const char *sql_template,
 	sql = psprintf(sql_template,
 				   quote_qualified_identifier(schemaname, relname));
 
-	plan = SPI_prepare(sql, nargs, (Oid *) argtypes);
+	/* a generic plan at once: custom plans would re-plan 5500 parameters */
+	plan = SPI_prepare_cursor(sql, nargs, (Oid *) argtypes,
+							  CURSOR_OPT_GENERIC_PLAN);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
 			 sql, SPI_result_code_string(SPI_result));
@@ -194,6 +238,58 @@ get_plan(KeptPlan *kp, const char *guc_value, const char *sql_template,
 	}
 	kp->plan = plan;
 	return plan;
+}
+
+/*
+ * The SQL template (the table as %s) of a target statement: VALUES_ROWS
+ * rows of VALUES, or unnest; with ON CONFLICT or plain.
+ */
+static char *
+target_sql(bool values, bool on_conflict)
+{
+	StringInfoData buf;
+	int			r;
+	int			c;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, TARGET_INSERT);
+	if (values)
+	{
+		appendStringInfoString(&buf, " VALUES ");
+		for (r = 0; r < VALUES_ROWS; r++)
+		{
+			appendStringInfoString(&buf, r > 0 ? ",(" : "(");
+			for (c = 0; c < TARGET_NCOLS; c++)
+				appendStringInfo(&buf, c > 0 ? ",$%d" : "$%d",
+								 r * TARGET_NCOLS + c + 1);
+			appendStringInfoChar(&buf, ')');
+		}
+	}
+	else
+		appendStringInfoString(&buf, TARGET_UNNEST);
+	if (on_conflict)
+		appendStringInfoString(&buf, TARGET_ON_CONFLICT);
+	return buf.data;
+}
+
+/* The kept target statement of this kind, prepared if need be. */
+static SPIPlanPtr
+get_target_plan(bool values, bool on_conflict)
+{
+	KeptPlan   *kp = &target_plans[values][on_conflict];
+	int			i;
+
+	if (kp->plan && strcmp(kp->table, processor_target_table) == 0)
+		return kp->plan;
+	if (!values)
+		return get_plan(kp, processor_target_table,
+						target_sql(false, on_conflict), TARGET_NCOLS,
+						target_argtypes);
+	for (i = 0; i < VALUES_NARGS; i++)
+		values_argtypes[i] = target_elemtypes[i % TARGET_NCOLS];
+	return get_plan(kp, processor_target_table,
+					target_sql(true, on_conflict), VALUES_NARGS,
+					values_argtypes);
 }
 
 /* ----------------------------------------------------------------
@@ -331,6 +427,32 @@ column_arrays(ColumnBuf *cols, int ncols, int lo, int n, Datum *args)
 }
 
 /*
+ * Fill args and nulls (palloc'd in the current memory context) with the
+ * parameters of one VALUES statement: rows lo .. lo + VALUES_ROWS - 1, row
+ * by row.
+ */
+static void
+values_params(ColumnBuf *cols, int lo, Datum **args, char **nulls)
+{
+	int			r;
+	int			c;
+
+	*args = palloc(sizeof(Datum) * VALUES_NARGS);
+	*nulls = palloc(VALUES_NARGS + 1);
+	for (r = 0; r < VALUES_ROWS; r++)
+	{
+		for (c = 0; c < TARGET_NCOLS; c++)
+		{
+			int			i = r * TARGET_NCOLS + c;
+
+			(*args)[i] = cols[c].values[lo + r];
+			(*nulls)[i] = cols[c].nulls[lo + r] ? 'n' : ' ';
+		}
+	}
+	(*nulls)[VALUES_NARGS] = '\0';
+}
+
+/*
  * The target's column values of every position, built once per call.
  */
 static ColumnBuf *
@@ -363,6 +485,14 @@ position_columns(const Position *pos, const StreamEntry *const *entries,
  * Positions: subtransactions and row-level isolation
  * ----------------------------------------------------------------
  */
+
+/* One statement execution of an attempt. */
+typedef struct InsertStep
+{
+	SPIPlanPtr	plan;
+	Datum	   *args;
+	char	   *nulls;			/* NULL: none (the unnest arrays) */
+} InsertStep;
 
 /* One call's insert of positions, across its attempts. */
 typedef struct PositionInsert
@@ -429,28 +559,59 @@ is_row_level(const ErrorData *edata, bool in_trigger)
 
 /*
  * Run the INSERT for positions lo .. lo + n - 1 in a subtransaction, as
- * pi->role if set.  Returns NULL on success (pi->inserted grows), or the
- * error of a row-level failure (in caller_cxt), everything rolled back.
- * A batch-level error is rolled back to here and raised again.
+ * pi->role if set: the plain statement, or the ON CONFLICT one.  Returns
+ * NULL on success (pi->inserted grows), or the error of a row-level
+ * failure (in caller_cxt), everything rolled back.  A batch-level error is
+ * rolled back to here and raised again.
  *
  * The subtransaction handling is that of PL/pgSQL's exception blocks: come
  * back to the caller's memory context and resource owner on both paths.
  */
+/*
+ * The statements that insert positions lo .. lo + n - 1: a VALUES statement
+ * per VALUES_ROWS rows, then unnest for the rest.  Plans are fetched (and
+ * prepared if need be) here, outside the subtransaction; the parameters
+ * are built in attempt_cxt.  Returns the number of steps.
+ */
+static int
+plan_steps(PositionInsert *pi, int lo, int n, bool on_conflict,
+		   InsertStep *steps)
+{
+	int			nsteps = 0;
+
+	MemoryContextSwitchTo(pi->attempt_cxt);
+	for (; n >= VALUES_ROWS; lo += VALUES_ROWS, n -= VALUES_ROWS)
+	{
+		steps[nsteps].plan = get_target_plan(true, on_conflict);
+		values_params(pi->cols, lo, &steps[nsteps].args,
+					  &steps[nsteps].nulls);
+		nsteps++;
+	}
+	if (n > 0)
+	{
+		steps[nsteps].plan = get_target_plan(false, on_conflict);
+		steps[nsteps].args = palloc(sizeof(Datum) * TARGET_NCOLS);
+		steps[nsteps].nulls = NULL;
+		column_arrays(pi->cols, TARGET_NCOLS, lo, n, steps[nsteps].args);
+		nsteps++;
+	}
+	MemoryContextSwitchTo(pi->caller_cxt);
+	return nsteps;
+}
+
 static ErrorData *
-try_positions(PositionInsert *pi, int lo, int n)
+try_positions(PositionInsert *pi, int lo, int n, bool plain)
 {
 	ResourceOwner caller_owner = CurrentResourceOwner;
 	ErrorData  *volatile edata = NULL;
-	Datum		args[TARGET_NCOLS];
-	SPIPlanPtr	plan;
+	InsertStep *steps;
+	volatile int nsteps;		/* read inside PG_TRY */
 	Oid			saved_user;
 	int			saved_sec_context;
 
-	plan = get_plan(&target_plan, processor_target_table, target_sql,
-					TARGET_NCOLS, target_argtypes);
-	MemoryContextSwitchTo(pi->attempt_cxt);
-	column_arrays(pi->cols, TARGET_NCOLS, lo, n, args);
-	MemoryContextSwitchTo(pi->caller_cxt);
+	steps = MemoryContextAlloc(pi->attempt_cxt,
+							   sizeof(InsertStep) * (n / VALUES_ROWS + 1));
+	nsteps = plan_steps(pi, lo, n, !plain, steps);
 
 	GetUserIdAndSecContext(&saved_user, &saved_sec_context);
 	pi->in_trigger = false;
@@ -461,8 +622,8 @@ try_positions(PositionInsert *pi, int lo, int n)
 	{
 		ErrorContextCallback callback;
 		int			nest_level;
-		int			rc;
-		uint64		processed;
+		uint64		processed = 0;
+		int			i;
 
 		nest_level = begin_as_role(pi->role, saved_sec_context);
 		callback.callback = note_trigger_depth;
@@ -470,11 +631,16 @@ try_positions(PositionInsert *pi, int lo, int n)
 		callback.previous = error_context_stack;
 		error_context_stack = &callback;
 
-		rc = SPI_execute_plan(plan, args, NULL, false, 0);
-		if (rc != SPI_OK_INSERT)
-			elog(ERROR, "insert into \"%s\" failed: %s",
-				 processor_target_table, SPI_result_code_string(rc));
-		processed = SPI_processed;
+		for (i = 0; i < nsteps; i++)
+		{
+			int			rc = SPI_execute_plan(steps[i].plan, steps[i].args,
+											  steps[i].nulls, false, 0);
+
+			if (rc != SPI_OK_INSERT)
+				elog(ERROR, "insert into \"%s\" failed: %s",
+					 processor_target_table, SPI_result_code_string(rc));
+			processed += SPI_processed;
+		}
 
 		error_context_stack = callback.previous;
 		end_as_role(nest_level, saved_user, saved_sec_context);
@@ -512,7 +678,7 @@ isolate_positions(PositionInsert *pi, int lo, int n)
 	int			half;
 
 	CHECK_FOR_INTERRUPTS();
-	edata = try_positions(pi, lo, n);
+	edata = try_positions(pi, lo, n, false);
 	if (edata == NULL)
 		return;
 
@@ -579,6 +745,7 @@ writer_insert_positions(const Position *positions,
 						DeadLetter **refused, int *nrefused)
 {
 	PositionInsert pi;
+	ErrorData  *edata;
 	int			i;
 
 	*refused = NULL;
@@ -596,7 +763,17 @@ writer_insert_positions(const Position *positions,
 	pi.failed = palloc(sizeof(int) * n);
 	pi.errors = palloc(sizeof(ErrorData *) * n);
 
-	isolate_positions(&pi, 0, n);
+	if (plain_paused_calls > 0)
+	{
+		plain_paused_calls--;
+		isolate_positions(&pi, 0, n);
+	}
+	else if ((edata = try_positions(&pi, 0, n, true)) != NULL)
+	{
+		FreeErrorData(edata);
+		plain_paused_calls = PLAIN_PAUSE_CALLS;
+		isolate_positions(&pi, 0, n);
+	}
 	MemoryContextDelete(pi.attempt_cxt);
 
 	if (pi.nfailed == 0)
