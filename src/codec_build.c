@@ -51,14 +51,21 @@ codec_build_close(CodecBuilder *b, bool is_array)
 		b->result = res;
 }
 
+/* A jsonb string pointing at s (not copied: it lives as long as the jsonb). */
+static void
+string_value(JsonbValue *v, const char *s, int len)
+{
+	v->type = jbvString;
+	v->val.string.val = unconstify(char *, s);
+	v->val.string.len = len;
+}
+
 void
 codec_build_key(CodecBuilder *b, const char *key, int len)
 {
 	JsonbValue	v;
 
-	v.type = jbvString;
-	v.val.string.val = unconstify(char *, key);
-	v.val.string.len = len;
+	string_value(&v, key, len);
 	pushJsonbValue(&b->state, WJB_KEY, &v);
 }
 
@@ -76,9 +83,7 @@ codec_build_string(CodecBuilder *b, const char *s, int len)
 {
 	JsonbValue	v;
 
-	v.type = jbvString;
-	v.val.string.val = unconstify(char *, s);
-	v.val.string.len = len;
+	string_value(&v, s, len);
 	push_scalar(b, &v);
 }
 
@@ -148,9 +153,7 @@ codec_build_replace_last(CodecBuilder *b, const char *s, int len)
 		last = &parent->val.array.elems[parent->val.array.nElems - 1];
 	else
 		last = &parent->val.object.pairs[parent->val.object.nPairs - 1].value;
-	last->type = jbvString;
-	last->val.string.val = unconstify(char *, s);
-	last->val.string.len = len;
+	string_value(last, s, len);
 }
 
 Jsonb *

@@ -36,7 +36,7 @@
  * attempt the next PLAIN_PAUSE_CALLS calls go straight to ON CONFLICT.
  *
  * Row-level errors.  The positions go in through one subtransaction
- * (the fast path: one statement, one subtransaction per batch).  When it
+ * (the fast path: one subtransaction per batch).  When it
  * fails with a row-level error, the chunk is halved and each half tried in
  * its own subtransaction, down to the single rows that fail; those come
  * back as dead letters carrying the database's errmsg, the others are
@@ -558,16 +558,6 @@ is_row_level(const ErrorData *edata, bool in_trigger)
 }
 
 /*
- * Run the INSERT for positions lo .. lo + n - 1 in a subtransaction, as
- * pi->role if set: the plain statement, or the ON CONFLICT one.  Returns
- * NULL on success (pi->inserted grows), or the error of a row-level
- * failure (in caller_cxt), everything rolled back.  A batch-level error is
- * rolled back to here and raised again.
- *
- * The subtransaction handling is that of PL/pgSQL's exception blocks: come
- * back to the caller's memory context and resource owner on both paths.
- */
-/*
  * The statements that insert positions lo .. lo + n - 1: a VALUES statement
  * per VALUES_ROWS rows, then unnest for the rest.  Plans are fetched (and
  * prepared if need be) here, outside the subtransaction; the parameters
@@ -599,6 +589,16 @@ plan_steps(PositionInsert *pi, int lo, int n, bool on_conflict,
 	return nsteps;
 }
 
+/*
+ * Run the INSERT for positions lo .. lo + n - 1 in a subtransaction, as
+ * pi->role if set: the plain statement, or the ON CONFLICT one.  Returns
+ * NULL on success (pi->inserted grows), or the error of a row-level
+ * failure (in caller_cxt), everything rolled back.  A batch-level error is
+ * rolled back to here and raised again.
+ *
+ * The subtransaction handling is that of PL/pgSQL's exception blocks: come
+ * back to the caller's memory context and resource owner on both paths.
+ */
 static ErrorData *
 try_positions(PositionInsert *pi, int lo, int n, bool plain)
 {
