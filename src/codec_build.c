@@ -18,6 +18,7 @@
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/float.h"
+#include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
@@ -88,6 +89,29 @@ codec_build_string(CodecBuilder *b, const char *s, int len)
 }
 
 /*
+ * The numerics 0 .. SMALL_NUMERICS - 1, made once per process: the bytes
+ * of every Buffer and most I/O element values are among them.  jsonb
+ * copies a numeric into the document, never changes it, so one copy can
+ * serve every document.
+ */
+#define SMALL_NUMERICS	256
+
+static Numeric
+small_numeric(int v)
+{
+	static Numeric cache[SMALL_NUMERICS];
+
+	if (cache[v] == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		cache[v] = int64_to_numeric(v);
+		MemoryContextSwitchTo(old);
+	}
+	return cache[v];
+}
+
+/*
  * Most attribute numbers are small integers (I/O element values, a
  * Buffer's bytes before it is replaced).  Plain digits that surely fit in
  * int64 (at most 18) go through int64_to_numeric, which gives the same
@@ -102,7 +126,13 @@ token_to_numeric(const char *token)
 	size_t		ndigits = strspn(digits, "0123456789");
 
 	if (ndigits > 0 && ndigits <= 18 && digits[ndigits] == '\0')
-		return int64_to_numeric(strtoi64(token, NULL, 10));
+	{
+		int64		v = strtoi64(token, NULL, 10);
+
+		if (v >= 0 && v < SMALL_NUMERICS)
+			return small_numeric((int) v);
+		return int64_to_numeric(v);
+	}
 	return DatumGetNumeric(DirectFunctionCall3(numeric_in,
 											   CStringGetDatum(token),
 											   ObjectIdGetDatum(InvalidOid),
