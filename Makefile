@@ -26,11 +26,13 @@ OBJS = \
 	src/stream.o \
 	src/codec.o \
 	src/codec_json.o \
+	src/codec_text.o \
 	src/codec_build.o \
 	src/state.o \
 	src/stats.o \
 	src/tables.o \
 	src/writer.o \
+	src/writer_isolation.o \
 	src/funcs.o \
 	src/funcs_monitor.o \
 	src/replay.o

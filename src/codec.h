@@ -5,11 +5,11 @@
  *	  the wire contract (SPEC §1, §2), and the decode and dead-letter calls.
  *
  * Kept apart from processor.h so that the codec's parsing and validation
- * core (codec.c, codec_json.c) compiles outside the server too: with
- * FRONTEND defined it needs only postgres_fe.h and libpgcommon, and the
- * few server routines it uses sit behind codec_build.h.  That is the seam
- * test/fuzz/standalone.c fuzzes without a backend.  Outside the server a
- * Jsonb is opaque (the standalone build's codec_build.c never makes one).
+ * core (codec.c, codec_json.c, codec_text.c) compiles outside the server
+ * too: with FRONTEND defined it needs only postgres_fe.h and libpgcommon,
+ * and the few server routines it uses sit behind codec_build.h.  That is
+ * the seam test/fuzz/standalone.c fuzzes without a backend.  Outside the
+ * server a Jsonb is opaque (standalone.c's stand-in never makes one).
  *
  *-------------------------------------------------------------------------
  */
@@ -80,7 +80,7 @@ typedef struct Position
 } Position;
 
 /* ----------------------------------------------------------------
- * codec.c
+ * codec.c, codec_text.c
  * ----------------------------------------------------------------
  */
 

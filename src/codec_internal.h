@@ -1,11 +1,12 @@
 /*-------------------------------------------------------------------------
  *
  * codec_internal.h
- *	  Declarations shared by codec.c and codec_json.c only.
+ *	  Declarations shared by codec.c, codec_json.c and codec_text.c only.
  *
  * codec.c owns the entry-level rules (size, encoding choice, the field
- * rules of SPEC §1 in table order, the message catalogue, dead-letter
- * rendering); codec_json.c owns the single pass of PostgreSQL's JSON parser
+ * rules of SPEC §1 in table order, the message catalogue); codec_text.c
+ * the text handed out (echoes, escaping, dead-letter rendering);
+ * codec_json.c owns the single pass of PostgreSQL's JSON parser
  * over a payload or a flat "attributes" text, which collects the top-level
  * values and builds the attributes jsonb as it goes (through codec_build.h).
  * Nothing here is for the other modules: they use codec.h.
@@ -73,6 +74,8 @@ extern const char *const codec_key_names[CODEC_NKEYS];
 /* codec.c */
 extern int	codec_key_lookup(const char *name, int len);
 extern int	codec_find_duplicate(char **names, const int *lens, int n);
+
+/* codec_text.c */
 extern char *codec_echo(const char *value, int len);
 extern int	codec_utf8_clip(const char *s, int len, int limit);
 extern bool codec_valid_utf8(const char *s, int len);

@@ -13,14 +13,17 @@
  *	batch.c		a batch's life: decode, state, transaction, XACK
  *	redis.c		hiredis connection, non-blocking I/O, XREADGROUP and XACK
  *	stream.c	rare-path group commands: XPENDING, XAUTOCLAIM, XCLAIM, XINFO
- *	codec.c		stream entry -> Position (both wire encodings), dead-letter
- *				field rendering; codec_json.c parses the JSON; both use
+ *	codec.c		stream entry -> Position (both wire encodings);
+ *				codec_json.c parses the JSON; codec_text.c echoes,
+ *				escapes and renders dead-letter fields; the three use
  *				only codec.h and codec_build.h, so that they also build
  *				without the server (test/fuzz/standalone.c);
  *				codec_build.c is their server side (jsonb, numeric,
  *				float8, timestamptz)
  *	tables.c	existence, creation and validation of the two tables
- *	writer.c	SPI insert of positions and dead letters, row-level isolation
+ *	writer.c	SPI statements inserting positions and dead letters, as the
+ *				table's owner; writer_isolation.c runs the positions'
+ *				in subtransactions (plain first, row-level isolation)
  *	state.c		shared-memory device table (hash + LRU)
  *	stats.c		shared-memory per-worker stats slots
  *	funcs.c		processor.decode(); funcs_monitor.c the inspection
@@ -258,7 +261,7 @@ extern RedisResult stream_group_info(RedisConn *conn, const char *stream,
 extern bool tables_ensure(char **problem);
 
 /* ----------------------------------------------------------------
- * writer.c
+ * writer.c, writer_isolation.c
  * ----------------------------------------------------------------
  */
 
