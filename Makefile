@@ -23,6 +23,7 @@ OBJS = \
 	src/session.o \
 	src/batch.o \
 	src/redis.o \
+	src/redis_commands.o \
 	src/stream.o \
 	src/codec.o \
 	src/codec_json.o \

@@ -11,7 +11,8 @@
  *	session.c	the worker's Redis side: connection, group, what to read,
  *				ownership of held entries
  *	batch.c		a batch's life: decode, state, transaction, XACK
- *	redis.c		hiredis connection, non-blocking I/O, XREADGROUP and XACK
+ *	redis.c		hiredis connection, non-blocking I/O; redis_commands.c
+ *				XGROUP CREATE, XREADGROUP, XACK and their replies
  *	stream.c	rare-path group commands: XPENDING, XAUTOCLAIM, XCLAIM, XINFO
  *	codec.c		stream entry -> Position (both wire encodings);
  *				codec_json.c parses the JSON; codec_text.c echoes,
@@ -92,7 +93,7 @@ extern bool processor_split_table_name(const char *value,
 									   char **schemaname, char **relname);
 
 /* ----------------------------------------------------------------
- * redis.c
+ * redis.c, redis_commands.c
  * ----------------------------------------------------------------
  */
 typedef struct RedisConn RedisConn;
@@ -111,8 +112,8 @@ typedef struct RedisConn RedisConn;
  * dropped).  Immediate commands (XACK and the like) are waited for; a
  * SIGHUP during a connect makes it fail.
  *
- * Note: hiredis #defines REDIS_OK as 0 too.  Only redis.c includes hiredis,
- * after this header; never include hiredis before it.
+ * Note: hiredis #defines REDIS_OK as 0 too.  Only redis_internal.h includes
+ * hiredis, after this header; never include hiredis before it.
  */
 typedef enum RedisResult
 {
