@@ -215,7 +215,7 @@ redis_send(RedisConn *conn, int argc, const char **argv,
  * (possibly an error reply); on failure the connection has been dropped.
  * May throw (from the waits).
  */
-RedisResult
+static RedisResult
 redis_receive(RedisConn *conn, redisReply **reply)
 {
 	redisContext *ctx = conn->ctx;
@@ -340,6 +340,33 @@ redis_call(RedisConn *conn, int argc, const char **argv,
 	conn->soft_timeout_ms = conn->next_soft_timeout_ms;
 	conn->next_soft_timeout_ms = -1;
 	result = redis_roundtrip(conn, argc, argv, argvlen, reply);
+	if (result == REDIS_OK)
+		conn->state = RCONN_IDLE;
+	return result;
+}
+
+/*
+ * Collect the reply of a command that a reload or its soft deadline
+ * interrupted (see redis_internal.h).
+ */
+RedisResult
+redis_resume(RedisConn *conn, bool again_on_reload, redisReply **reply)
+{
+	RedisResult result;
+
+	*reply = NULL;
+	if (conn == NULL || conn->state != RCONN_AWAITING)
+	{
+		if (conn)
+			redis_drop(conn);
+		return REDIS_FAILED;
+	}
+	conn->state = RCONN_BUSY;
+	if (again_on_reload)
+		conn->reload_was_pending = ConfigReloadPending;
+	else
+		conn->soft_timeout_ms = -1;
+	result = redis_receive(conn, reply);
 	if (result == REDIS_OK)
 		conn->state = RCONN_IDLE;
 	return result;

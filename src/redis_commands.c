@@ -16,9 +16,6 @@
 
 #include <limits.h>
 
-#include "miscadmin.h"
-#include "postmaster/interrupt.h"
-
 #include "redis_internal.h"
 
 static RedisResult redis_ack_reply(RedisConn *conn, redisReply *reply,
@@ -242,18 +239,9 @@ redis_read_group_resume(RedisConn *conn, StreamEntry **entries,
 
 	*entries = NULL;
 	*nentries = 0;
-	if (conn == NULL || conn->state != RCONN_AWAITING)
-	{
-		if (conn)
-			redis_drop(conn);
-		return REDIS_FAILED;
-	}
-	conn->state = RCONN_BUSY;
-	conn->reload_was_pending = ConfigReloadPending;
-	result = redis_receive(conn, &reply);
+	result = redis_resume(conn, true, &reply);
 	if (result != REDIS_OK)
 		return result;
-	conn->state = RCONN_IDLE;
 	return redis_read_group_reply(conn, reply, entries, nentries);
 }
 
@@ -358,18 +346,9 @@ redis_ack_resume(RedisConn *conn, int64 *acked)
 	RedisResult result;
 
 	*acked = 0;
-	if (conn == NULL || conn->state != RCONN_AWAITING)
-	{
-		if (conn)
-			redis_drop(conn);
-		return REDIS_FAILED;
-	}
-	conn->state = RCONN_BUSY;
-	conn->soft_timeout_ms = -1;
-	result = redis_receive(conn, &reply);
+	result = redis_resume(conn, false, &reply);
 	if (result != REDIS_OK)
 		return result;
-	conn->state = RCONN_IDLE;
 	return redis_ack_reply(conn, reply, acked);
 }
 

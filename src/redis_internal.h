@@ -70,8 +70,15 @@ extern RedisResult redis_call(RedisConn *conn, int argc, const char **argv,
 							  const size_t *argvlen, int block_ms,
 							  redisReply **reply);
 
-/* Go on reading the reply of a command already sent (see redis_call). */
-extern RedisResult redis_receive(RedisConn *conn, redisReply **reply);
+/*
+ * Go on waiting, within the call's deadline, for the reply of a command
+ * that returned REDIS_INTERRUPTED.  again_on_reload: a further SIGHUP
+ * interrupts it again (a blocking read); otherwise its soft deadline is
+ * lifted and only the full deadline counts (an XACK).  Same contract as
+ * redis_call; on a connection with no such reply, drops it (REDIS_FAILED).
+ */
+extern RedisResult redis_resume(RedisConn *conn, bool again_on_reload,
+								redisReply **reply);
 
 /* Consume an error reply: its text for redis_last_error(), its kind. */
 extern RedisResult redis_error_reply(RedisConn *conn, redisReply *reply);
