@@ -21,6 +21,7 @@ OBJS = \
 	src/processor.o \
 	src/worker.o \
 	src/session.o \
+	src/session_ownership.o \
 	src/batch.o \
 	src/redis.o \
 	src/redis_commands.o \

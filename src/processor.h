@@ -8,8 +8,8 @@
  *	worker.c	the worker's main loop: startup order, reloads, backoff,
  *				error recovery (with session.c and batch.c, sharing
  *				worker_internal.h)
- *	session.c	the worker's Redis side: connection, group, what to read,
- *				ownership of held entries
+ *	session.c	the worker's Redis side: connection, group, what to read;
+ *				session_ownership.c keeps held entries ours
  *	batch.c		a batch's life: decode, state, transaction, XACK
  *	redis.c		hiredis connection, non-blocking I/O; redis_commands.c
  *				XGROUP CREATE, XREADGROUP, XACK and their replies

@@ -7,7 +7,8 @@
  *	worker.c	startup, the loop, configuration reloads, backoff, error
  *				recovery, the extension and table checks
  *	session.c	the Redis side: connection, consumer group, reading (new,
- *				history, claims), ownership of held entries, group figures
+ *				history, claims), group figures; session_ownership.c
+ *				keeps the entries we hold ours
  *	batch.c		a batch's life: decode, device state, transaction, XACK
  *
  * All of it runs in the one worker process; nothing here is shared memory.
@@ -110,12 +111,14 @@ extern void session_failed(Worker *w, RedisResult rc, const char *what);
 extern char *session_settings_key(void);
 extern void session_apply_switch(Worker *w);
 extern void session_read_batch(Worker *w);
+extern void session_poll_group_info(Worker *w);
+
+/* session_ownership.c */
 extern void session_park_entry(Worker *w, const StreamEntry *e,
 							   const char *error);
 extern void session_forget_parked(Worker *w);
 extern void session_keep_ownership(Worker *w);
 extern long session_ms_until_touch(Worker *w);
-extern void session_poll_group_info(Worker *w);
 
 /* batch.c */
 extern void batch_drop(Worker *w);
