@@ -28,6 +28,7 @@ OBJS = \
 	src/stream.o \
 	src/codec.o \
 	src/codec_json.o \
+	src/codec_attrs.o \
 	src/codec_text.o \
 	src/codec_build.o \
 	src/state.o \

@@ -5,7 +5,7 @@
  *	  the wire contract (SPEC §1, §2), and the decode and dead-letter calls.
  *
  * Kept apart from processor.h so that the codec's parsing and validation
- * core (codec.c, codec_json.c, codec_text.c) compiles outside the server
+ * core (every codec*.c but codec_build.c) compiles outside the server
  * too: with FRONTEND defined it needs only postgres_fe.h and libpgcommon,
  * and the few server routines it uses sit behind codec_build.h.  That is
  * the seam test/fuzz/standalone.c fuzzes without a backend.  Outside the

@@ -2,8 +2,8 @@
  *
  * codec_build.h
  *	  The seam between the codec's parsing and validation core (codec.c,
- *	  codec_json.c, codec_text.c) and the server routines that turn
- *	  accepted values into PostgreSQL data.
+ *	  codec_json.c, codec_attrs.c, codec_text.c) and the server routines
+ *	  that turn accepted values into PostgreSQL data.
  *
  * The core decides: which entries are valid, which message an invalid one
  * gets, what the attributes object holds (Buffers replaced, numbers that

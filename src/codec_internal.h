@@ -1,11 +1,12 @@
 /*-------------------------------------------------------------------------
  *
  * codec_internal.h
- *	  Declarations shared by codec.c, codec_json.c and codec_text.c only.
+ *	  Declarations shared by the codec's files (codec*.c) only.
  *
  * codec.c owns the entry-level rules (size, encoding choice, the field
  * rules of SPEC §1 in table order, the message catalogue); codec_text.c
  * the text handed out (echoes, escaping, dead-letter rendering);
+ * codec_attrs.c the attributes object's rules and building;
  * codec_json.c owns the single pass of PostgreSQL's JSON parser
  * over a payload or a flat "attributes" text, which collects the top-level
  * values and builds the attributes jsonb as it goes (through codec_build.h).
@@ -17,6 +18,8 @@
 #define CODEC_INTERNAL_H
 
 #include "codec.h"
+#include "codec_build.h"
+#include "common/jsonapi.h"
 
 /* The keys of SPEC §1, in table order: the order rules are checked in. */
 typedef enum CodecKey
@@ -81,6 +84,30 @@ extern int	codec_utf8_clip(const char *s, int len, int limit);
 extern bool codec_valid_utf8(const char *s, int len);
 extern char *codec_escape(const char *value, int len, int limit, int *outlen,
 						  bool *cut);
+
+/*
+ * The attributes object while a parse builds it (codec_attrs.c).  The
+ * calls take the document depth of the current token (the top-level
+ * object is depth 1); building stops at the first rule the object breaks.
+ */
+typedef struct CodecAttrs
+{
+	bool		building;		/* nothing refused yet: still building */
+	int			base;			/* document depth of the attributes object */
+	int64		size;			/* estimated jsonb size so far */
+	CodecBuilder *jb;
+	bool		done;			/* the object was closed whole */
+	char	   *error;			/* why it was refused (the first reason) */
+	struct AttrFrame *frames;	/* open containers, by level from 1 */
+} CodecAttrs;
+
+/* codec_attrs.c */
+extern void codec_attrs_begin(CodecAttrs *a, int depth);
+extern void codec_attrs_open(CodecAttrs *a, int depth, bool is_array);
+extern void codec_attrs_close(CodecAttrs *a, int depth, bool is_array);
+extern void codec_attrs_key(CodecAttrs *a, int depth, char *fname);
+extern void codec_attrs_scalar(CodecAttrs *a, int depth, char *token,
+							   JsonTokenType type);
 
 /* codec_json.c */
 extern bool codec_json_parse_payload(const char *json, int len,

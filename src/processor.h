@@ -15,10 +15,11 @@
  *				XGROUP CREATE, XREADGROUP, XACK and their replies
  *	stream.c	rare-path group commands: XPENDING, XAUTOCLAIM, XCLAIM, XINFO
  *	codec.c		stream entry -> Position (both wire encodings);
- *				codec_json.c parses the JSON; codec_text.c echoes,
- *				escapes and renders dead-letter fields; the three use
- *				only codec.h and codec_build.h, so that they also build
- *				without the server (test/fuzz/standalone.c);
+ *				codec_json.c parses the JSON, codec_attrs.c builds the
+ *				attributes; codec_text.c echoes, escapes and renders
+ *				dead-letter fields; these use only codec.h and
+ *				codec_build.h, so that they also build without the
+ *				server (test/fuzz/standalone.c);
  *				codec_build.c is their server side (jsonb, numeric,
  *				float8, timestamptz)
  *	tables.c	existence, creation and validation of the two tables

@@ -24,8 +24,8 @@
 # fuzz_codec.so; initdb a throwaway cluster (UTF8, C locale); run
 # "postgres --single" with the ASan runtime preloaded and call
 # processor_fuzz_codec(), which runs libFuzzer.  Standalone: compile
-# src/codec.c, src/codec_json.c and src/codec_text.c with FRONTEND and
-# link them with
+# the codec's core (src/codec*.c but codec_build.c) with FRONTEND and
+# link it with
 # standalone.c and libpgcommon (-fsanitize=fuzzer,address,undefined).
 # Both read the seed corpus test/fuzz/corpus/ (read only) and keep a
 # working corpus in $FUZZ_DIR (standalone: $FUZZ_DIR/standalone).
@@ -156,7 +156,7 @@ if [[ "$harness" == standalone ]]; then
 		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 		-I"$includedir" -I"$srcdir/src" -I"$srcdir/test/fuzz")
 	objs=()
-	for src in src/codec.c src/codec_json.c src/codec_text.c \
+	for src in src/codec.c src/codec_json.c src/codec_attrs.c src/codec_text.c \
 		test/fuzz/fuzz_common.c test/fuzz/standalone.c; do
 		obj=$FUZZ_DIR/$(basename "$src" .c).o
 		"$CLANG" "${cflags[@]}" -c "$src" -o "$obj"
@@ -179,8 +179,8 @@ cflags=(-g -O1 -fPIC -fno-omit-frame-pointer -fwrapv -fno-strict-aliasing
 	-fno-sanitize-recover=undefined -shared-libasan
 	-I"$includedir" -I"$srcdir/src" -I"$srcdir/test/fuzz")
 objs=()
-for src in src/codec.c src/codec_json.c src/codec_text.c src/codec_build.c \
-	test/fuzz/fuzz_common.c test/fuzz/fuzz_codec.c; do
+for src in src/codec.c src/codec_json.c src/codec_attrs.c src/codec_text.c \
+	src/codec_build.c test/fuzz/fuzz_common.c test/fuzz/fuzz_codec.c; do
 	obj=$FUZZ_DIR/$(basename "$src" .c).o
 	"$CLANG" "${cflags[@]}" -c "$src" -o "$obj"
 	objs+=("$obj")

@@ -2,10 +2,10 @@
  *
  * standalone.c
  *	  libFuzzer target for the codec's parsing and validation core alone:
- *	  src/codec.c, codec_json.c and codec_text.c built with FRONTEND,
- *	  linked with PostgreSQL's libpgcommon (its JSON parser, base64, UTF-8
- *	  routines) and this file, which stands in for the server behind
- *	  src/codec_build.h.  No backend: one executable, run by any user,
+ *	  src/codec.c, codec_json.c, codec_attrs.c and codec_text.c built with
+ *	  FRONTEND, linked with PostgreSQL's libpgcommon (its JSON parser,
+ *	  base64, UTF-8 routines) and this file, which stands in for the server
+ *	  behind src/codec_build.h.  No backend: one executable, run by any user,
  *	  that libFuzzer's own tooling (-jobs, -merge, -minimize_crash) and a
  *	  debugger take directly; the hosted harness (fuzz_codec.c) is the one
  *	  that runs the codec with the server's routines, as the worker does.
