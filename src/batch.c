@@ -112,14 +112,20 @@ decode_batch(Worker *w, Batch *b)
 	{
 		StreamEntry *e = &b->entries[i];
 		char	   *error = NULL;
+		bool		valid = false;
 
 		if (e->nfields < 0)
 			error = pstrdup(e->error ? e->error : "entry no longer in stream");
 		else if (too_many_deliveries(e) && processor_dead_letter)
 			error = delivery_error(e);
-		else if (decode_entry(w, e, &b->positions[b->npositions], &error))
+		else if ((valid = decode_entry(w, e, &b->positions[b->npositions],
+									   &error)))
 		{
-			/* with dead_letter off, only a valid entry is dead-lettered */
+			/*
+			 * With dead_letter off, max_deliveries dead-letters only a valid
+			 * entry (a poison one); an invalid entry stays parked however
+			 * often history re-reads it (SPEC §4).
+			 */
 			if (too_many_deliveries(e))
 				error = delivery_error(e);
 			else
@@ -130,7 +136,7 @@ decode_batch(Worker *w, Batch *b)
 			}
 		}
 
-		if (processor_dead_letter || e->nfields < 0 || too_many_deliveries(e))
+		if (processor_dead_letter || e->nfields < 0 || valid)
 		{
 			b->dead[b->ndead].entry = e;
 			b->dead[b->ndead].error = error;

@@ -15,6 +15,11 @@
 #
 # then ALTER SYSTEM SET processor.dead_letter = on and a reload: the entry
 # becomes a dead letter "missing key: ts" and nothing is pending.
+#
+# Finally, dead_letter = off again: a parked invalid entry whose delivery
+# count is past processor.max_deliveries (10; raised to 20 with XCLAIM
+# RETRYCOUNT, then re-read from history after a restart) stays parked:
+# max_deliveries does not apply to invalid entries with dead letters off.
 
 use strict;
 use warnings;
@@ -107,6 +112,48 @@ is( $node->safe_psql(
 ok(poll_until(sub { pending_count($redis) == 0 }), 'nothing pending');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM public.positions'),
 	'1', 'still one position');
+
+# --- Dead letters off again; a parked entry past max_deliveries.
+
+# (a restart rather than a reload, so that the worker surely has it)
+$node->safe_psql('postgres',
+	q{ALTER SYSTEM SET processor.dead_letter = off});
+$node->restart;
+ok( poll_until(
+		sub { worker_stat($node, q{status = 'running' AND redis_connected}) eq 't' }),
+	'dead_letter off again, worker running');
+my $id_poison = $redis->xadd($stream, device_id => 'bad2', lat => '1',
+	lon => '2');
+ok( poll_until(
+		sub {
+			$node->log_contains(
+				qr/invalid entry \Q$id_poison\E left pending: missing key: ts/);
+		}),
+	'a second invalid entry is parked');
+is( $redis->cli(
+		'XCLAIM', $stream, 'processor', $consumer, '0', $id_poison,
+		'RETRYCOUNT', '20', 'JUSTID'),
+	$id_poison,
+	'its delivery count raised to 20 (max_deliveries is 10)');
+
+my $log_offset = -s $node->logfile;
+$node->restart;
+ok( poll_until(
+		sub {
+			$node->log_contains(
+				qr/invalid entry \Q$id_poison\E left pending: missing key: ts/,
+				$log_offset);
+		}),
+	'after a restart, history re-reads it and parks it again');
+my $p = pending_entries($redis, $stream);
+cmp_ok($p->{$id_poison}{count}, '>', 20,
+	'its delivery count is past max_deliveries');
+is($p->{$id_poison}{consumer}, $consumer, '... and it is still ours');
+is(pending_count($redis), 1, 'it is the only entry pending');
+is( $node->safe_psql(
+		'postgres',
+		"SELECT count(*) FROM public.positions_dead_letter WHERE stream_id = '$id_poison'"),
+	'0', 'it was not dead-lettered');
 
 $node->stop;
 $redis->stop;
