@@ -17,8 +17,12 @@
 
 #include "access/xact.h"
 #include "executor/spi.h"
+#include "access/xact.h"
+#include "libpq/pqsignal.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "replication/syncrep.h"
+#include "replication/walsender.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -218,6 +222,27 @@ batch_ack(Worker *w)
 }
 
 /*
+ * COMMIT the batch's transaction (interrupts held) and say whether its
+ * outcome may be acknowledged.
+ *
+ * With a synchronous standby wanted, PostgreSQL stops waiting for it on a
+ * query cancel or a SIGTERM, with only a WARNING, and the commit returns
+ * as if it had completed: the rows may be on this server only.  So a
+ * cancel (SIGINT) is ignored while we commit, and after a SIGTERM the batch
+ * is left unacknowledged (pending, it comes back as duplicates).
+ */
+static bool
+commit_and_check(void)
+{
+	bool		sync_wait = SyncRepRequested();
+	pqsigfunc	old_sigint = pqsignal(SIGINT, SIG_IGN);
+
+	CommitTransactionCommand();
+	pqsignal(SIGINT, old_sigint);
+	return !(sync_wait && ProcDiePending);
+}
+
+/*
  * Run the batch's transaction: insert, dead-letter, commit.  Returns false
  * without writing anything when the extension has gone (DROP EXTENSION).
  * Any database error is raised to worker_loop, which backs off; the batch
@@ -236,6 +261,15 @@ commit_batch(Worker *w, Batch *b)
 		return false;
 	}
 	ensure_durable_commit();
+
+	/*
+	 * A transaction id of our own, so that the commit writes, flushes and
+	 * (with a synchronous standby) replicates a commit record even when the
+	 * batch inserts nothing (all duplicates, dead letters already stored):
+	 * its XACK then vouches for rows that someone else committed, perhaps
+	 * asynchronously, and our flush covers theirs.
+	 */
+	(void) GetTopTransactionId();
 	writer_insert_batch(b->positions, b->position_entries, b->npositions,
 						b->dead, b->ndead, b->stream, &b->result);
 	SPI_finish();
@@ -246,7 +280,7 @@ commit_batch(Worker *w, Batch *b)
 	 * leave a committed batch pending, to come back as duplicates.
 	 */
 	HOLD_INTERRUPTS();
-	CommitTransactionCommand();
+	b->ack_safe = commit_and_check();
 	MemoryContextSwitchTo(caller);
 	b->committed = true;
 	stats_add_batch(&b->result);
@@ -281,6 +315,13 @@ batch_process(Worker *w)
 
 	if (!commit_batch(w, b))
 		return;
+
+	if (!b->ack_safe)
+	{
+		/* a SIGTERM cut the standby wait short: exit, acknowledging nothing */
+		RESUME_INTERRUPTS();
+		CHECK_FOR_INTERRUPTS();
+	}
 
 	/* interrupts are held since COMMIT; the ACK goes out first */
 	rc = send_ack(w, true);

@@ -40,6 +40,7 @@ typedef struct Batch
 	bool		present;
 	bool		decoded;
 	bool		committed;		/* committed, XACK still owed */
+	bool		ack_safe;		/* the commit completed (see batch.c) */
 	char	   *stream;			/* where it was read from */
 	char	   *group;
 	StreamEntry *entries;
