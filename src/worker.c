@@ -336,6 +336,7 @@ static bool
 check_tables(Worker *w)
 {
 	char	   *problem = NULL;
+	char		message[256];
 	bool		ok;
 
 	if (w->tables_ready)
@@ -343,11 +344,14 @@ check_tables(Worker *w)
 
 	worker_begin_work("processor: checking tables");
 	ok = tables_ensure(&problem);
+	/* the message lives in SPI's memory, which worker_commit_work frees */
+	if (!ok)
+		strlcpy(message, problem, sizeof(message));
 	worker_commit_work();
 
 	if (!ok)
 	{
-		worker_fail(w, problem);
+		worker_fail(w, message);
 		return false;
 	}
 	w->tables_ready = true;
