@@ -45,7 +45,9 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
+#include "nodes/parsenodes.h"
 #include "miscadmin.h"
 #include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
@@ -317,6 +319,24 @@ failures_are_batch_level(const PositionInsert *pi, int n)
  *
  * Caller: inside a transaction, SPI connected, snapshot pushed.
  */
+/*
+ * SET CONSTRAINTS ALL IMMEDIATE for this transaction.  A deferred
+ * constraint (a DEFERRABLE INITIALLY DEFERRED foreign key, a deferred
+ * constraint trigger) would otherwise be checked at COMMIT, outside the
+ * subtransactions that isolate a refused row: one bad row would then fail
+ * its whole batch at every retry, for good.  Checked at the end of each
+ * INSERT, it is a row-level error like any other.
+ */
+static void
+check_constraints_immediately(void)
+{
+	ConstraintsSetStmt *stmt = makeNode(ConstraintsSetStmt);
+
+	stmt->constraints = NIL;
+	stmt->deferred = false;
+	AfterTriggerSetState(stmt);
+}
+
 int64
 writer_insert_positions(const Position *positions,
 						const StreamEntry *const *entries, int n,
@@ -340,6 +360,7 @@ writer_insert_positions(const Position *positions,
 	pi.role = writer_insert_role(processor_target_table);
 	pi.failed = palloc(sizeof(int) * n);
 	pi.errors = palloc(sizeof(ErrorData *) * n);
+	check_constraints_immediately();
 
 	if (plain_paused_calls > 0)
 	{
