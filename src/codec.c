@@ -579,17 +579,6 @@ rule_int(const CodecDocument *doc, CodecKey key, int min, int max,
 	return true;
 }
 
-/* The jsonb '{}'. */
-static Jsonb *
-empty_object(void)
-{
-	CodecBuilder *b = codec_build_begin();
-
-	codec_build_open(b, false);
-	codec_build_close(b, false);
-	return codec_build_finish(b);
-}
-
 /*
  * attributes: a JSON object (already built by the payload's parse), or
  * flat text holding one (parsed now), or absent ('{}').
@@ -602,7 +591,7 @@ rule_attributes(const CodecDocument *doc, Position *pos, char **error)
 	switch (v->kind)
 	{
 		case CODEC_ABSENT:
-			pos->attributes = empty_object();
+			pos->attributes = codec_build_empty_object();
 			return true;
 		case CODEC_OBJECT:
 			if (doc->attributes_error != NULL)
@@ -614,7 +603,7 @@ rule_attributes(const CodecDocument *doc, Position *pos, char **error)
 											 &pos->attributes, error))
 				return false;
 			if (pos->attributes == NULL)
-				pos->attributes = empty_object();
+				pos->attributes = codec_build_empty_object();
 			return true;
 		default:
 			return reject(error, "attributes is not an object: %s",

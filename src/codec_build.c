@@ -192,6 +192,24 @@ codec_build_finish(CodecBuilder *b)
 	return b->result ? JsonbValueToJsonb(b->result) : NULL;
 }
 
+Jsonb *
+codec_build_empty_object(void)
+{
+	static Jsonb *empty = NULL;
+
+	if (empty == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+		JsonbParseState *state = NULL;
+
+		pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+		empty = JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT,
+												 NULL));
+		MemoryContextSwitchTo(old);
+	}
+	return empty;
+}
+
 bool
 codec_read_float8(const char *text, float8 *result)
 {

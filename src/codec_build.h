@@ -66,6 +66,12 @@ extern void codec_build_replace_last(CodecBuilder *b, const char *s, int len);
 extern Jsonb *codec_build_finish(CodecBuilder *b);
 
 /*
+ * The jsonb '{}', made once per process and shared: callers copy it or only
+ * read it, like any jsonb.
+ */
+extern Jsonb *codec_build_empty_object(void);
+
+/*
  * A JSON number's text (the JSON grammar already checked) as float8.
  * False when float8 cannot hold it (overflow or underflow).
  */

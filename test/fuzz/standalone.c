@@ -291,6 +291,12 @@ codec_build_finish(CodecBuilder *b)
 	return (Jsonb *) &built_jsonb;
 }
 
+Jsonb *
+codec_build_empty_object(void)
+{
+	return (Jsonb *) &built_jsonb;
+}
+
 /* float8in's rule: overflow and underflow to zero are out of range. */
 bool
 codec_read_float8(const char *text, float8 *result)
