@@ -43,7 +43,8 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-our @EXPORT = qw(new_node wait_for_rows poll_until pending_count log_tail
+our @EXPORT = qw(new_node wait_for_rows poll_until worker_running pending_count log_tail
+  count_log max_failures
   stream_groups pending_entries worker_stat target_table_ddl
   dead_letter_table_ddl sample_pending build_loadgen);
 
@@ -258,6 +259,45 @@ sub pending_entries
 
 =pod
 
+=item count_log($node, $re [, $offset])
+
+How many lines of the server log, from byte $offset on, match $re.
+
+=cut
+
+sub count_log
+{
+	my ($node, $re, $offset) = @_;
+	my @hits = grep { /$re/ } split /\n/,
+	  PostgreSQL::Test::Utils::slurp_file($node->logfile, $offset // 0);
+	return scalar @hits;
+}
+
+=pod
+
+=item max_failures($seconds)
+
+The most failures a worker can log in $seconds when each is followed by
+the next backoff delay (processor.retry_min 50ms doubling up to
+processor.retry_max 1s, as new_node sets them), plus one for slack.
+
+=cut
+
+sub max_failures
+{
+	my ($seconds) = @_;
+	my ($n, $elapsed, $delay) = (1, 0, 0.05);
+	while ($elapsed + $delay <= $seconds)
+	{
+		$elapsed += $delay;
+		$n++;
+		$delay = $delay * 2 > 1 ? 1 : $delay * 2;
+	}
+	return $n + 1;
+}
+
+=pod
+
 =item worker_stat($node, $expr)
 
 $expr (a column of processor.stats(), or an expression over its columns)
@@ -270,6 +310,25 @@ sub worker_stat
 	my ($node, $expr) = @_;
 	return $node->safe_psql('postgres',
 		"SELECT $expr FROM processor.stats() WHERE worker = 1");
+}
+
+=pod
+
+=item worker_running($node)
+
+Wait (poll_until) until worker 1 is running and connected to Redis: true
+when it is, false at the timeout.
+
+=cut
+
+sub worker_running
+{
+	my ($node) = @_;
+	return poll_until(
+		sub {
+			worker_stat($node, q{status = 'running' AND redis_connected}) eq
+			  't';
+		});
 }
 
 =pod

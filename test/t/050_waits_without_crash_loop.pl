@@ -26,31 +26,6 @@ use ProcessorTest;
 
 my $stream = 'telemetry:t';
 
-# How many lines of the server log, from byte $offset on, match $re.
-sub count_log
-{
-	my ($node, $re, $offset) = @_;
-	my $log = slurp_file($node->logfile, $offset // 0);
-	my @hits = grep { /$re/ } split /\n/, $log;
-	return scalar @hits;
-}
-
-# The most failures that can be logged in $seconds when each is followed by
-# the next backoff delay (processor.retry_min 50ms doubling up to
-# processor.retry_max 1s, as new_node sets them), plus one for slack.
-sub max_failures
-{
-	my ($seconds) = @_;
-	my ($n, $elapsed, $delay) = (1, 0, 0.05);
-	while ($elapsed + $delay <= $seconds)
-	{
-		$elapsed += $delay;
-		$n++;
-		$delay = $delay * 2 > 1 ? 1 : $delay * 2;
-	}
-	return $n + 1;
-}
-
 # A port with nothing listening: RedisServer reserves it, then stops.
 my $redis = RedisServer->new;
 $redis->stop;

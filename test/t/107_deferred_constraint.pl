@@ -29,11 +29,7 @@ $node->safe_psql(
 		extra => q{CONSTRAINT positions_known_device FOREIGN KEY (device_id)
 		REFERENCES public.known_devices DEFERRABLE INITIALLY DEFERRED})
 	  . '; CREATE EXTENSION processor');
-ok( poll_until(
-		sub {
-			worker_stat($node, q{status = 'running' AND redis_connected}) eq
-			  't';
-		}),
+ok( worker_running($node),
 	'worker running');
 
 $redis->pipeline(

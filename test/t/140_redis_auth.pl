@@ -47,31 +47,6 @@ my $wrong_password = secret('wrong');
 my $guc_password = secret('guc');
 my @secrets = ($password, $acl_password, $wrong_password, $guc_password);
 
-# The most failures that can be logged in $seconds when each is followed by
-# the next backoff delay (processor.retry_min 50ms doubling up to
-# processor.retry_max 1s, as new_node sets them), plus one for slack.
-sub max_failures
-{
-	my ($seconds) = @_;
-	my ($n, $elapsed, $delay) = (1, 0, 0.05);
-	while ($elapsed + $delay <= $seconds)
-	{
-		$elapsed += $delay;
-		$n++;
-		$delay = $delay * 2 > 1 ? 1 : $delay * 2;
-	}
-	return $n + 1;
-}
-
-# How many lines of the server log, from byte $offset on, match $re.
-sub count_log
-{
-	my ($node, $re, $offset) = @_;
-	my @hits = grep { /$re/ } split /\n/,
-	  slurp_file($node->logfile, $offset // 0);
-	return scalar @hits;
-}
-
 # Write the password file: mode 0600, owned by us (the server's user).
 my $pwfile = PostgreSQL::Test::Utils::tempdir() . '/redis_password';
 sub write_password

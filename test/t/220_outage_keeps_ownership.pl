@@ -47,12 +47,7 @@ $node->safe_psql('postgres',
 	target_table_ddl(partition_by => 'RANGE (ts)'));
 
 $node->safe_psql('postgres', 'CREATE EXTENSION processor');
-ok( poll_until(
-		sub {
-			$node->safe_psql('postgres',
-				q{SELECT status = 'running' AND redis_connected
-				  FROM processor.stats() WHERE worker = 1}) eq 't';
-		}),
+ok( worker_running($node),
 	'worker running with the partitioned target (accepted as valid)');
 my $consumer = worker_stat($node, 'consumer');
 

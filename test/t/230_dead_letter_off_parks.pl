@@ -42,12 +42,7 @@ my $node = new_node(
 	'processor.claim_interval' => '1s');
 
 $node->safe_psql('postgres', 'CREATE EXTENSION processor');
-ok( poll_until(
-		sub {
-			$node->safe_psql('postgres',
-				q{SELECT status = 'running' AND redis_connected
-				  FROM processor.stats() WHERE worker = 1}) eq 't';
-		}),
+ok( worker_running($node),
 	'worker running');
 my $consumer = worker_stat($node, 'consumer');
 
@@ -119,8 +114,7 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM public.positions'),
 $node->safe_psql('postgres',
 	q{ALTER SYSTEM SET processor.dead_letter = off});
 $node->restart;
-ok( poll_until(
-		sub { worker_stat($node, q{status = 'running' AND redis_connected}) eq 't' }),
+ok( worker_running($node),
 	'dead_letter off again, worker running');
 my $id_poison = $redis->xadd($stream, device_id => 'bad2', lat => '1',
 	lon => '2');

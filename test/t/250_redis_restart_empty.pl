@@ -67,12 +67,7 @@ my $node = new_node(
 	'processor.group_start_id' => '$');
 
 $node->safe_psql('postgres', 'CREATE EXTENSION processor');
-ok( poll_until(
-		sub {
-			$node->safe_psql('postgres',
-				q{SELECT status = 'running' AND redis_connected
-				  FROM processor.stats() WHERE worker = 1}) eq 't';
-		}),
+ok( worker_running($node),
 	'worker running');
 my $pid = worker_stat($node, 'pid');
 like($pid, qr/^\d+$/, "worker pid $pid");

@@ -81,12 +81,7 @@ foreach my $c (@cases)
 	$stderr =~ s/\s+$//;
 	is($stderr, $expected, "decode(): $name -> $expected");
 }
-ok( poll_until(
-		sub {
-			$node->safe_psql('postgres',
-				q{SELECT status = 'running' AND redis_connected
-				  FROM processor.stats() WHERE worker = 1}) eq 't';
-		}),
+ok( worker_running($node),
 	'worker running');
 my $pid = $node->safe_psql('postgres',
 	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'processor'});

@@ -49,10 +49,7 @@ my $node = new_node(
 	'processor.batch_size' => 100);
 
 $node->safe_psql('postgres', 'CREATE EXTENSION processor');
-ok( poll_until(
-		sub {
-			worker_stat($node, q{status = 'running' AND redis_connected}) eq 't';
-		}),
+ok( worker_running($node),
 	'worker running');
 my $pid = worker_stat($node, 'pid');
 like($pid, qr/^\d+$/, "worker pid $pid");

@@ -69,12 +69,7 @@ my $nb = new_node('b', %common, 'processor.consumer_name' => 'b');
 foreach my $node ($na, $nb)
 {
 	$node->safe_psql('postgres', 'CREATE EXTENSION processor');
-	ok( poll_until(
-			sub {
-				$node->safe_psql('postgres',
-					q{SELECT status = 'running' AND redis_connected
-					  FROM processor.stats() WHERE worker = 1}) eq 't';
-			}),
+	ok( worker_running($node),
 		$node->name . ': worker running');
 }
 is($na->safe_psql('postgres', 'SELECT consumer FROM processor.stats()'),

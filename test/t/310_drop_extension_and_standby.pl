@@ -59,12 +59,7 @@ my $primary = new_node(
 	hot_standby => 'on');
 
 $primary->safe_psql('postgres', 'CREATE EXTENSION processor');
-ok( poll_until(
-		sub {
-			$primary->safe_psql('postgres',
-				q{SELECT status = 'running' AND redis_connected
-				  FROM processor.stats() WHERE worker = 1}) eq 't';
-		}),
+ok( worker_running($primary),
 	'worker running');
 my $pid = worker_pids($primary);
 like($pid, qr/^\d+$/, "worker pid $pid");
@@ -182,12 +177,7 @@ ok( poll_until(sub { worker_pids($standby) =~ /^\d+$/ }),
 	'after promotion, a processor worker runs');
 ok($standby->log_contains(qr/processor worker 1 starting/, $soffset),
 	'logged: processor worker 1 starting');
-ok( poll_until(
-		sub {
-			$standby->safe_psql('postgres',
-				q{SELECT status = 'running' AND redis_connected
-				  FROM processor.stats() WHERE worker = 1}) eq 't';
-		}),
+ok( worker_running($standby),
 	'the promoted server\'s worker is running');
 
 my @after;

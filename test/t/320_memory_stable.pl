@@ -33,16 +33,7 @@ my $waves = 10;
 my $per_wave = 100_000;
 my $limit_kb = 10 * 1024;
 
-my $srcdir = $ENV{TESTDIR} or die "TESTDIR is not set (run through make tapcheck)";
-my $loadgen = "$srcdir/bench/loadgen";
-{
-	my ($out, $err) = ('', '');
-	my $built = IPC::Run::run(
-		[ 'make', '--no-print-directory', '-C', $srcdir, 'bench/loadgen' ],
-		'<', \undef, '>', \$out, '2>', \$err);
-	BAIL_OUT("make bench/loadgen failed:\n$out$err")
-	  unless $built && -x $loadgen;
-}
+my $loadgen = build_loadgen();
 
 sub rss_anon_kb
 {
@@ -61,12 +52,7 @@ my $node = new_node(
 	'processor.block_time' => '100ms');
 
 $node->safe_psql('postgres', 'CREATE EXTENSION processor');
-ok( poll_until(
-		sub {
-			$node->safe_psql('postgres',
-				q{SELECT status = 'running' AND redis_connected
-				  FROM processor.stats() WHERE worker = 1}) eq 't';
-		}),
+ok( worker_running($node),
 	'worker running');
 my $pid = $node->safe_psql('postgres',
 	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'processor'});

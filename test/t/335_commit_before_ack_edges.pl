@@ -33,11 +33,7 @@ my $node = new_node(
 	max_wal_senders => 5);
 $node->safe_psql('postgres',
 	target_table_ddl() . '; CREATE EXTENSION processor');
-ok( poll_until(
-		sub {
-			worker_stat($node, q{status = 'running' AND redis_connected}) eq
-			  't';
-		}),
+ok( worker_running($node),
 	'worker running');
 
 sub publish
