@@ -104,6 +104,14 @@ SELECT v AS ts_in, pg_temp.err(pg_temp.pos(',"ts":' || v)) AS message
 			   ('1e999'),
 			   ('true'),
 			   ('{}')) AS t(v);
+-- epoch milliseconds at the edges of timestamptz's range (4714 BC to 294276)
+SELECT v, pg_temp.err(pg_temp.pos(',"ts":' || v)) AS outcome,
+	   CASE WHEN pg_temp.err(pg_temp.pos(',"ts":' || v)) = 'ok' THEN
+		 (SELECT extract(epoch FROM ts) * 1000
+			FROM processor.decode(pg_temp.pos(',"ts":' || v))) END AS epoch_ms
+  FROM (VALUES ('-210866803200001'), ('-210866803200000'),
+			   ('9223372036854775'), ('9223372036854776'),
+			   ('9224318015999999'), ('9224318016000000')) AS t(v);
 SELECT pg_temp.err(pg_temp.flat('{"ts":"2026-11-26T10:00:00"}')) AS flat_no_zone,
 	   pg_temp.err(pg_temp.flat('{"ts":"12.5"}')) AS flat_fraction,
 	   pg_temp.err(pg_temp.flat('{"ts":"yesterday"}')) AS flat_word;

@@ -336,15 +336,18 @@ rule_device_id(const CodecValue *v, Position *pos, char **error)
 static bool
 epoch_ms_to_timestamptz(int64 ms, TimestampTz *ts)
 {
-	const int64 shift = (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) *
-		USECS_PER_DAY;
+	/*
+	 * Shift to PostgreSQL's epoch first: the Unix microseconds of the last
+	 * valid instants would not fit int64.
+	 */
+	const int64 shift_ms = (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) *
+		SECS_PER_DAY * 1000;
+	int64		pg_ms;
 	int64		us;
 
-	if (ms < PG_INT64_MIN / 1000 || ms > PG_INT64_MAX / 1000)
-		return false;
-	if (pg_sub_s64_overflow(ms * 1000, shift, &us))
-		return false;
-	if (!IS_VALID_TIMESTAMP(us))
+	if (pg_sub_s64_overflow(ms, shift_ms, &pg_ms) ||
+		pg_mul_s64_overflow(pg_ms, 1000, &us) ||
+		!IS_VALID_TIMESTAMP(us))
 		return false;
 	*ts = us;
 	return true;
