@@ -17,6 +17,7 @@
 #include "postgres.h"
 
 #include "common/hashfn.h"
+#include "common/string.h"
 #include "miscadmin.h"
 #include "postmaster/interrupt.h"
 #include "storage/fd.h"
@@ -43,6 +44,8 @@ read_password(char **error)
 	FILE	   *f;
 	char		buf[1024];
 	size_t		len;
+	bool		failed;
+	char	   *password;
 
 	if (processor_redis_password_file[0] == '\0')
 		return pstrdup(processor_redis_password);
@@ -55,12 +58,21 @@ read_password(char **error)
 		return NULL;
 	}
 	len = fread(buf, 1, sizeof(buf) - 1, f);
+	failed = ferror(f);
 	FreeFile(f);
 	buf[len] = '\0';
+	if (failed)
+	{
+		explicit_bzero(buf, sizeof(buf));
+		*error = psprintf("could not read processor.redis_password_file \"%s\"",
+						  processor_redis_password_file);
+		return NULL;
+	}
 	/* a trailing newline is not part of the password */
-	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
-		buf[--len] = '\0';
-	return pstrdup(buf);
+	(void) pg_strip_crlf(buf);
+	password = pstrdup(buf);
+	explicit_bzero(buf, sizeof(buf));
+	return password;
 }
 
 /*
@@ -117,7 +129,7 @@ connect_redis(Worker *w)
 								 processor_redis_connect_timeout,
 								 processor_redis_timeout, &error);
 		w->in_redis = false;
-		memset(password, 0, strlen(password));
+		explicit_bzero(password, strlen(password));
 	}
 	if (w->redis == NULL)
 	{

@@ -197,6 +197,38 @@ is( $node->safe_psql('postgres',
 	't|t',
 	'(c) connected again; the reconnects were counted');
 
+# (c') a password file that is missing, then one that cannot be read (a
+# directory): a clear line each, the worker waits; the right file again and
+# entries land.
+sub point_password_file_at
+{
+	my ($path) = @_;
+	$node->safe_psql('postgres',
+		"ALTER SYSTEM SET processor.redis_password_file = '$path'");
+	$node->safe_psql('postgres', 'SELECT pg_reload_conf()');
+}
+$offset = -s $node->logfile;
+point_password_file_at("$pwfile.missing");
+ok( $node->wait_for_log(
+		qr/could not open processor\.redis_password_file "\Q$pwfile.missing\E": No such file/,
+		$offset),
+	"(c') a missing password file is named in the log");
+$offset = -s $node->logfile;
+my $pwdir = PostgreSQL::Test::Utils::tempdir();
+point_password_file_at($pwdir);
+ok( $node->wait_for_log(
+		qr/could not read processor\.redis_password_file "\Q$pwdir\E"/,
+		$offset),
+	"(c') an unreadable password file (a directory) is named in the log");
+publish('auth-file-back');
+point_password_file_at($pwfile);
+ok( wait_for_rows(
+		$node,
+		q{SELECT count(*) FROM public.positions WHERE device_id = 'auth-file-back'},
+		'1'),
+	"(c') the right file again: the entry lands");
+is(worker_pid(), $pid, "(c') still the same worker pid");
+
 # --- (d) who may read the settings
 
 $node->safe_psql('postgres', q{
